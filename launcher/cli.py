@@ -1,0 +1,50 @@
+"""The `qwen35` command line: thin commands that parse, call the library and render."""
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from qwen35.launcher.commands import COMMAND_MODULES
+from qwen35.planner.errors import Qwen35Error
+
+app = typer.Typer(
+    name="qwen35",
+    help="Plan, launch and serve Qwen3.5 models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+for module in COMMAND_MODULES:
+    module.register(app)
+
+
+def main() -> None:
+    """Entry point: run the app, turning known errors into one stderr line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except Qwen35Error as error:
+        if os.environ.get("QWEN35_DEBUG"):
+            raise
+        print(f"error: {error.one_line()}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as error:  # click's usage errors and friends
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+"""CLI command modules; each exposes `register(app)` and imports heavy libraries lazily."""
+COMMAND_MODULES: list = []
