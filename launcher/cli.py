@@ -18,6 +18,17 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+
+
+@app.callback()
+def root() -> None:
+    """Plan, launch and serve Qwen3.5 models.
+
+    Start with `qwen35 plan --model Qwen3.5-9B --gpu H100:1`; every command has --help with examples.
+    Set QWEN35_DEBUG=1 to see tracebacks.
+    """
+
+
 for module in COMMAND_MODULES:
     module.register(app)
 

@@ -1,2 +1,4 @@
 """CLI command modules; each exposes `register(app)` and imports heavy libraries lazily."""
-COMMAND_MODULES: list = []
+from qwen35.launcher.commands import hardware, plan
+
+COMMAND_MODULES: list = [plan, hardware]

@@ -1,0 +1,1 @@
+"""Renderers that turn a plan's settings into the command lines each engine accepts."""

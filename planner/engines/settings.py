@@ -1,0 +1,34 @@
+"""Engine-neutral serving settings the solver fills in and every renderer reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything a renderer needs, already decided: renderers only spell it."""
+
+    model_path: str
+    served_model_name: str
+    host: str
+    port: int
+    tp: int
+    ep: int
+    dp: int
+    nodes: int
+    gpus_per_node: int
+    context_length: int
+    max_running_requests: int
+    mem_fraction: float
+    precision: str
+    vendor: str                       # "nvidia" | "amd" | "cpu"
+    arch: str                         # e.g. "sm90", "gfx942"
+    page_size: int
+    mamba_strategy: str
+    disable_radix_cache: bool
+    mamba_ssm_dtype: str
+    speculative_tokens: int           # 0 = off
+    multithread_load: bool
+    allreduce_fusion: bool
+    dist_init_addr: str | None
+    extra_args: tuple[str, ...] = field(default_factory=tuple)

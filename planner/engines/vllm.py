@@ -1,0 +1,54 @@
+"""vLLM command lines (`vllm serve`)."""
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+from qwen35.planner.engines.settings import ServeSettings
+from qwen35.planner.plan import EngineCommand
+
+NEWEST_KNOWN = "0.33.0"
+
+
+def installed_version() -> str | None:
+    """The installed vLLM release, read from package metadata without importing vllm."""
+    try:
+        return metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def resolve_version(requested: str | None) -> str:
+    """Installed release if any, else the one asked for, else the newest known."""
+    return installed_version() or requested or NEWEST_KNOWN
+
+
+def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], list[str]]:
+    """One single-node `vllm serve` command."""
+    argv = [
+        "vllm", "serve", settings.model_path,
+        "--served-model-name", settings.served_model_name,
+        "--host", settings.host, "--port", str(settings.port),
+        "--tensor-parallel-size", str(settings.tp),
+    ]
+    if settings.dp > 1:
+        argv += ["--data-parallel-size", str(settings.dp)]
+    if settings.ep > 1:
+        argv.append("--enable-expert-parallel")
+    argv += [
+        "--max-model-len", str(settings.context_length),
+        "--gpu-memory-utilization", f"{settings.mem_fraction:.2f}",
+        "--max-num-seqs", str(settings.max_running_requests),
+        "--reasoning-parser", "qwen3",
+        "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_coder",
+    ]
+    if settings.mamba_ssm_dtype != "fp32":
+        argv += ["--mamba-ssm-cache-dtype", {"bf16": "bfloat16", "fp16": "float16"}[settings.mamba_ssm_dtype]]
+    else:
+        argv += ["--mamba-ssm-cache-dtype", "float32"]
+    if settings.speculative_tokens:
+        config = {"method": "qwen3_next_mtp", "num_speculative_tokens": settings.speculative_tokens}
+        argv += ["--speculative-config", json.dumps(config, separators=(",", ":"))]
+    argv += list(settings.extra_args)
+    env = {"VLLM_USE_V1": "1"} if settings.vendor == "nvidia" else {}
+    return [EngineCommand(0, argv, env)], []

@@ -1,0 +1,77 @@
+"""Which tensor/expert-parallel sizes the engines accept for a Qwen3.5 checkpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qwen35.planner.models.config import TextConfig
+
+FP8_BLOCK = 128  # FP8 checkpoints quantise in 128x128 blocks; a TP shard must hold whole blocks.
+TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class TpChoice:
+    """A tensor-parallel size the engine accepts, with the expert-parallel size that goes with it."""
+
+    tp: int
+    ep: int
+    why_ep: str
+
+
+def tp_rejection(text: TextConfig, precision: str, tp: int) -> str | None:
+    """Why the engines reject this TP size for the model, or None when it is valid."""
+    heads = {
+        "attention heads": text.num_attention_heads,
+        "linear-attention key heads": text.linear_num_key_heads,
+        "linear-attention value heads": text.linear_num_value_heads,
+    }
+    for what, count in heads.items():
+        if count % tp:
+            return f"tp {tp} does not divide the {count} {what}"
+    if precision == "fp8":
+        widths = {}
+        if not text.is_moe and text.intermediate_size:
+            widths["FFN"] = text.intermediate_size
+        if text.is_moe and text.shared_expert_intermediate_size:
+            widths["shared-expert FFN"] = text.shared_expert_intermediate_size
+        for what, width in widths.items():
+            if width % tp or (width // tp) % FP8_BLOCK:
+                return (f"tp {tp} splits the {width}-wide {what} into {width // tp}-wide shards, "
+                        f"not whole {FP8_BLOCK}-column FP8 blocks")
+    return None
+
+
+def expert_parallel(text: TextConfig, precision: str, tp: int) -> tuple[int, str]:
+    """Expert-parallel size for a TP group: whole experts per GPU when TP slices them too thin."""
+    if not text.is_moe or tp == 1:
+        return 1, ""
+    slice_width = text.moe_intermediate_size // tp
+    if text.num_experts % tp:
+        return 1, ""
+    if precision == "fp8" and (text.moe_intermediate_size % tp or slice_width % FP8_BLOCK):
+        return tp, (f"ep {tp}: tp {tp} would cut each {text.moe_intermediate_size}-wide expert into "
+                    f"{slice_width}-wide shards, not whole {FP8_BLOCK}-column FP8 blocks")
+    if slice_width < FP8_BLOCK:
+        return tp, (f"ep {tp}: tp {tp} would cut each {text.moe_intermediate_size}-wide expert into "
+                    f"{slice_width}-column slivers; whole experts per GPU ({text.num_experts // tp} each) "
+                    "keep the expert GEMMs efficient")
+    return 1, ""
+
+
+def tp_choices(text: TextConfig, precision: str, max_gpus: int, gpus_per_node: int) -> tuple[list[TpChoice], list[str]]:
+    """Valid TP sizes up to max_gpus (multi-node sizes must fill whole nodes), and why others were skipped."""
+    choices: list[TpChoice] = []
+    skipped: list[str] = []
+    for tp in TP_SIZES:
+        if tp > max_gpus:
+            break
+        if tp > gpus_per_node and tp % gpus_per_node:
+            skipped.append(f"tp {tp} does not fill whole nodes of {gpus_per_node} GPUs")
+            continue
+        rejection = tp_rejection(text, precision, tp)
+        if rejection:
+            skipped.append(rejection)
+            continue
+        ep, why = expert_parallel(text, precision, tp)
+        choices.append(TpChoice(tp, ep, why))
+    return choices, skipped

@@ -1,0 +1,354 @@
+"""Pick a deployment: the smallest valid tensor-parallel size whose memory holds the context asked for."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from qwen35.planner import memory
+from qwen35.planner.documented import documented_tp
+from qwen35.planner.engines import bundled, sglang, vllm
+from qwen35.planner.engines.settings import ServeSettings
+from qwen35.planner.errors import InputError
+from qwen35.planner.figures import GIB, Figure, human_bytes
+from qwen35.planner.hardware.catalog import GpuModel
+from qwen35.planner.models.registry import REGISTRY, ResolvedModel
+from qwen35.planner.models.tensors import tensor_groups
+from qwen35.planner.parallel import TpChoice, tp_choices
+from qwen35.planner.plan import ENGINES, MAMBA_STRATEGIES, STRATEGIES, Parallel, Plan, PlanRequest
+
+CONTEXT_STEPS = (262144, 196608, 131072)
+THINKING_MIN_CONTEXT = 131072
+MAX_AUTO_NODES = 4
+LARGE_CHECKPOINT_BYTES = 100 * 10**9
+SPECULATIVE_TOKENS = {"sglang": 4, "vllm": 2, "bundled": 2}
+SGLANG_SPEC_RUNNING_CAP = 48
+# Engines without SGLang's explicit reserve formula: what their non-KV working set needs
+# (activations of one prefill chunk, CUDA graphs, communication buffers), an estimate.
+UTILIZATION = {"vllm": 0.90, "bundled": 0.90}
+WORKING_SET_BYTES = {"vllm": 3 * GIB, "bundled": 1 * GIB}
+DEFAULT_MAX_SEQS = {"vllm": 256, "bundled": 64}
+RENDERERS = {"sglang": sglang, "vllm": vllm, "bundled": bundled}
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The memory outcome of one (tp, context) candidate on one GPU."""
+
+    fits: bool
+    context_length: int
+    max_running: int
+    full_context: int
+    mem_fraction: float
+    figures: list[Figure]
+    memory: dict[str, float]
+    shortfall: str
+
+
+def model_path(resolved: ResolvedModel, precision: str) -> str:
+    """What the engine is pointed at: the local directory, else the hub id of that precision."""
+    if resolved.local_path:
+        return str(resolved.local_path)
+    entry = next(e for e in REGISTRY if e.name == resolved.name)
+    return dict(entry.hub_ids)[precision]
+
+
+def choose_precision(request: PlanRequest, resolved: ResolvedModel, gpu: GpuModel) -> str:
+    """The precision to plan for, or an InputError saying why the one asked for cannot run."""
+    precision = request.precision or resolved.stored_precision
+    if precision not in resolved.available_precisions:
+        raise InputError(
+            f"{resolved.name} has no {precision.upper()} checkpoint "
+            f"(available: {', '.join(resolved.available_precisions)})",
+            f"try --precision {resolved.available_precisions[0]}",
+        )
+    if precision == "nvfp4" and gpu.fp4 != "nvfp4":
+        extra = " (it has MXFP4, a different format)" if gpu.fp4 == "mxfp4" else ""
+        raise InputError(
+            f"NVFP4 needs Blackwell GPUs (B200, B300, GB200); {gpu.key} has no NVFP4 support{extra}",
+            "try --precision fp8 or --gpu B200:4",
+        )
+    if precision == "fp8" and not gpu.fp8:
+        raise InputError(f"{gpu.key} has no FP8 support", "try --precision bf16 or an H100/H200/B200")
+    if request.engine == "bundled" and precision == "nvfp4":
+        raise InputError("the bundled runtime cannot run NVFP4 checkpoints", "try --engine sglang")
+    return precision
+
+
+def validate_request(request: PlanRequest, resolved: ResolvedModel) -> None:
+    """Reject malformed requests with exit code 2 before any arithmetic."""
+    if request.engine not in ENGINES:
+        raise InputError(f"unknown engine '{request.engine}'", f"choose one of {', '.join(ENGINES)}")
+    if request.strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy '{request.strategy}'", f"choose one of {', '.join(STRATEGIES)}")
+    if request.mamba_strategy not in (None, *MAMBA_STRATEGIES):
+        raise InputError(f"unknown mamba strategy '{request.mamba_strategy}'",
+                         f"choose one of {', '.join(MAMBA_STRATEGIES)}")
+    if request.gpus_per_node < 1:
+        raise InputError(f"GPU count must be at least 1, got {request.gpus_per_node}", "try --gpu H100:8")
+    if request.nodes is not None and request.nodes < 1:
+        raise InputError(f"--nodes must be at least 1, got {request.nodes}", "try --nodes 2")
+    if request.max_running_requests is not None and request.max_running_requests < 1:
+        raise InputError(f"--max-running-requests must be at least 1, got {request.max_running_requests}",
+                         "omit it to let the planner choose")
+    maximum = resolved.config.text.max_position_embeddings
+    if request.context_length is not None:
+        if request.context_length < 1:
+            raise InputError(f"--context-length must be positive, got {request.context_length}",
+                             f"try --context-length {THINKING_MIN_CONTEXT}")
+        if request.context_length > maximum:
+            raise InputError(f"--context-length {request.context_length} exceeds {resolved.name}'s maximum of {maximum}",
+                             f"use at most --context-length {maximum}")
+
+
+def _slots_per_request(engine: str, mamba_strategy: str, disable_radix: bool) -> int:
+    # SGLang: 3 slots per running request with the mamba radix cache, 2 more for extra_buffer's
+    # ping-pong buffers under the overlap scheduler, 1 without the radix cache.
+    if engine != "sglang" or disable_radix:
+        return 1
+    return 5 if mamba_strategy == "extra_buffer" else 3
+
+
+def _mamba_choice(request: PlanRequest, gpu: GpuModel) -> tuple[str, int, bool, list[str]]:
+    """Mamba strategy, page size and radix-cache switch under SGLang's rules (facts §5)."""
+    reasons = []
+    if gpu.vendor == "amd":
+        if request.mamba_strategy == "extra_buffer":
+            raise InputError("mamba extra_buffer needs NVIDIA GPUs (FLA/triton kernels)", "use --mamba-strategy no_buffer")
+        reasons.append("mamba no_buffer: required on AMD Instinct GPUs")
+        reasons.append("page size 16 for aiter attention; the mamba radix cache needs page size 1, "
+                       "so the radix cache is off (--disable-radix-cache)")
+        return "no_buffer", 16, True, reasons
+    strategy = request.mamba_strategy or "extra_buffer"
+    if strategy == "extra_buffer":
+        reasons.append("mamba extra_buffer: overlap scheduling and prefix caching at branch points"
+                       + ("; MTP speculation wants it" if request.strategy == "latency" else ""))
+        reasons.append("page size 64: FLA chunk size 64 % page size == 0 and page size % 64 == 0")
+        return strategy, 64, False, reasons
+    reasons.append("mamba no_buffer (asked for): less state memory, no overlap scheduler; page size 1 as it requires")
+    return strategy, 1, False, reasons
+
+
+def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary: memory.WeightSummary, choice: TpChoice,
+          context: int, mamba: tuple[str, int, bool, list[str]], spec_tokens: int) -> Sizing:
+    """Memory arithmetic for one candidate: does `context` fit with at least the requests asked for?"""
+    text = resolved.config.text
+    engine = request.engine
+    gpu_bytes = request.gpu_memory_bytes or gpu.memory_bytes
+    weights = memory.weights_per_gpu(summary, text, choice.tp)
+    # NVFP4 checkpoints ship FP8 KV-cache scales: the engine keeps the KV cache in FP8.
+    kv_dtype = "fp8_e4m3" if request.precision == "nvfp4" or resolved.stored_precision == "nvfp4" else "bf16"
+    extra_kv_layers = text.mtp_num_hidden_layers if spec_tokens else 0
+    kv_token = memory.kv_bytes_per_token(text, choice.tp, kv_dtype, extra_kv_layers)
+    state = memory.state_bytes_per_slot(text, choice.tp, request.mamba_ssm_dtype)
+    strategy, _, disable_radix, _ = mamba
+    per_request = _slots_per_request(engine, strategy, disable_radix)
+    figures = [weights, kv_token, state]
+    if engine == "sglang":
+        fraction_figure = memory.sglang_mem_fraction(gpu_bytes, choice.tp)
+        fraction = fraction_figure.value
+        effective = fraction * (0.85 if gpu.vendor == "amd" and context > 8192 else 1.0)
+        static = gpu_bytes * effective
+        figures.append(fraction_figure)
+        figures.append(Figure("static_bytes", static, "bytes",
+                              f"{human_bytes(gpu_bytes)} x {fraction}"
+                              + (" x 0.85 (SGLang scales the fraction for aiter above 8K context)" if effective != fraction else "")
+                              + f" = {human_bytes(static)}"))
+        cap = request.max_running_requests or (SGLANG_SPEC_RUNNING_CAP if spec_tokens else None)
+        pools = memory.sglang_pools(static, weights.value, state.value, kv_token.value,
+                                    draft_tokens=spec_tokens, slots_per_request=per_request,
+                                    max_running_requests=cap)
+        kv_tokens, slots = pools.kv_tokens.value, pools.state_slots.value
+        figures += [pools.budget, pools.state_slots, pools.kv_tokens]
+        if pools.spec_intermediate:
+            figures.append(pools.spec_intermediate)
+        running_fig = memory.sglang_max_running(max(kv_tokens, 0), context, slots, per_request) if kv_tokens > 0 else \
+            Figure("max_running_requests", 0, "requests", "no KV memory")
+        running = running_fig.value
+        if cap:
+            running = min(running, cap)
+    else:
+        fraction = UTILIZATION[engine]
+        static = gpu_bytes * fraction - WORKING_SET_BYTES[engine]
+        figures.append(Figure("static_bytes", static, "bytes",
+                              f"{human_bytes(gpu_bytes)} x {fraction} - {human_bytes(WORKING_SET_BYTES[engine])} "
+                              f"working set = {human_bytes(static)}"))
+        wanted = request.max_running_requests or DEFAULT_MAX_SEQS[engine]
+        rest = static - weights.value
+        # Each running sequence owns one state slot; what is left holds KV tokens.
+        slots = max(0, min(wanted, int(rest * 0.5 // state.value))) if rest > 0 else 0
+        kv_tokens = int((rest - slots * state.value) // kv_token.value) if rest > 0 else 0
+        running = slots
+        running_fig = Figure("max_running_requests", running, "requests",
+                             f"min({wanted} wanted, half of {human_bytes(max(rest, 0))} / {human_bytes(state.value)} per state slot) = {running}")
+        figures.append(Figure("kv_tokens", kv_tokens, "tokens",
+                              f"({human_bytes(max(rest, 0))} - {slots} x {human_bytes(state.value)}) / {int(kv_token.value)} B = {kv_tokens}"))
+    figures.append(running_fig)
+    full = memory.full_context_requests(max(kv_tokens, 0), context, slots, per_request)
+    figures.append(full)
+    shortfall = ""
+    if weights.value >= static:
+        shortfall = f"weights {human_bytes(weights.value)} per GPU exceed the {human_bytes(static)} static budget"
+    elif kv_tokens < context:
+        shortfall = f"KV pool of {kv_tokens} tokens cannot hold one {context}-token request"
+    elif running < 1:
+        shortfall = "no room for a single request's linear-attention state"
+    elif request.max_running_requests and running < request.max_running_requests:
+        shortfall = f"only {running} of the {request.max_running_requests} requested concurrent requests fit"
+    mem = {
+        "gpu_memory_bytes": gpu_bytes,
+        "weights_per_gpu_bytes": weights.value,
+        "kv_bytes_per_token_per_gpu": kv_token.value,
+        "state_bytes_per_request_per_gpu": state.value,
+        "state_slots_per_request": per_request,
+        "static_bytes": static,
+        "kv_tokens": kv_tokens,
+        "state_slots": slots,
+    }
+    return Sizing(not shortfall, context, running, full.value, fraction, figures, mem, shortfall)
+
+
+def _contexts(request: PlanRequest) -> tuple[int, ...]:
+    if request.context_length is not None:
+        return (request.context_length,)
+    return CONTEXT_STEPS
+
+
+def _max_gpus(request: PlanRequest) -> int:
+    if request.engine == "bundled":
+        return 1
+    if request.engine == "vllm":
+        return request.gpus_per_node
+    return request.gpus_per_node * (request.nodes or MAX_AUTO_NODES)
+
+
+def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens):
+    """First (tp, context) that fits, scanning TP ascending and context descending; plus every miss."""
+    misses = []
+    for choice in choices:
+        for context in _contexts(request):
+            sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens)
+            if sizing.fits:
+                return choice, sizing, misses
+            misses.append((choice, sizing))
+    return None, None, misses
+
+
+def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
+    """Solve a plan; `fits` is False (with ways out) when no configuration holds the model."""
+    validate_request(request, resolved)
+    precision = choose_precision(request, resolved, gpu)
+    text = resolved.config.text
+    engine = request.engine
+    version = RENDERERS[engine].resolve_version(request.engine_version)
+    spec_tokens = SPECULATIVE_TOKENS[engine] if request.strategy == "latency" else 0
+    load_precision = "bf16" if engine == "bundled" and precision == "fp8" else precision
+    # Byte counts are layout-independent: the fused layout is the quick one to enumerate.
+    layout = "per_expert" if load_precision == "nvfp4" else "fused"
+    components = ("language", "vision", "mtp") if spec_tokens else ("language", "vision")
+    # MTP weights are only loaded when speculation drafts with them.
+    weights = memory.summarize_weights(tensor_groups(resolved.config, load_precision, layout), components)
+    stored_layout = "per_expert" if precision == "nvfp4" else "fused"
+    stored = memory.summarize_weights(tensor_groups(resolved.config, precision, stored_layout),
+                                      ("language", "vision", "mtp"))
+    plan = Plan(request=request, model=resolved.name, model_path=model_path(resolved, precision),
+                precision=precision, engine=engine, engine_version=version, gpu=gpu.key, fits=False)
+    plan.memory["weights_total_bytes"] = stored.total
+    for component, size in stored.by_component.items():
+        plan.memory[f"weights_{component}_bytes"] = size
+    if engine == "bundled" and precision == "fp8":
+        plan.reasons.append("the bundled runtime dequantises FP8 weights to BF16 at load")
+
+    mamba = _mamba_choice(request, gpu) if engine == "sglang" else ("no_buffer", 1, False, [])
+    choices, skipped = tp_choices(text, precision, _max_gpus(request), request.gpus_per_node)
+    plan.reasons += [f"skipped {reason}" for reason in skipped if not reason.startswith("tp 1 ")]
+    documented = documented_tp(resolved.name, gpu.key, precision) if engine == "sglang" else None
+    if documented:
+        memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
+        choices = [c for c in choices if c.tp >= documented]
+        if memory_choice and memory_choice.tp < documented:
+            plan.reasons.append(
+                f"tp {documented}: the deployment guide's validated size for {resolved.name} on {gpu.key} at "
+                f"{precision.upper()}; memory alone would allow tp {memory_choice.tp}")
+        else:
+            plan.reasons.append(f"tp {documented}: matches the deployment guide for {resolved.name} on {gpu.key} at {precision.upper()}")
+    choice, sizing, misses = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
+    if choice is None:
+        return _no_fit(plan, request, resolved, gpu, precision, misses)
+
+    plan.fits = True
+    nodes = max(1, math.ceil(choice.tp / request.gpus_per_node))
+    dp = 1 if engine == "bundled" or choice.tp >= request.gpus_per_node else request.gpus_per_node // choice.tp
+    plan.parallel = Parallel(tp=choice.tp, ep=choice.ep, dp=dp, pp=1, nodes=nodes,
+                             gpus_per_node=min(request.gpus_per_node, choice.tp * dp))
+    plan.context_length = sizing.context_length
+    plan.max_running_requests = sizing.max_running * dp
+    plan.full_context_requests = sizing.full_context * dp
+    plan.mem_fraction_static = round(sizing.mem_fraction, 3)
+    plan.figures = sizing.figures
+    plan.memory.update(sizing.memory)
+    strategy, page_size, disable_radix, mamba_reasons = mamba
+    plan.mamba_strategy = strategy
+    plan.page_size = page_size
+    if engine == "sglang":
+        plan.reasons += mamba_reasons
+    _explain_choices(plan, request, choice, sizing, nodes, dp)
+    if spec_tokens:
+        plan.speculative = {"method": "mtp", "draft_tokens": spec_tokens}
+        plan.reasons.append(f"latency strategy: MTP speculative decoding with {spec_tokens} draft tokens")
+    settings = ServeSettings(
+        model_path=plan.model_path, served_model_name=request.served_model_name or resolved.name,
+        host=request.host, port=request.port, tp=choice.tp, ep=choice.ep, dp=dp, nodes=nodes,
+        gpus_per_node=request.gpus_per_node, context_length=sizing.context_length,
+        max_running_requests=plan.max_running_requests if engine == "sglang" else sizing.max_running,
+        mem_fraction=sizing.mem_fraction, precision=precision, vendor=gpu.vendor, arch=gpu.arch,
+        page_size=page_size, mamba_strategy=strategy, disable_radix_cache=disable_radix,
+        mamba_ssm_dtype=request.mamba_ssm_dtype, speculative_tokens=spec_tokens,
+        multithread_load=plan.memory["weights_total_bytes"] > LARGE_CHECKPOINT_BYTES,
+        allreduce_fusion=gpu.key == "B200" and precision == "fp8" and nodes == 1,
+        dist_init_addr=request.dist_init_addr,
+    )
+    plan.engine_settings = {k: v for k, v in settings.__dict__.items() if k != "extra_args"}
+    commands, notes = RENDERERS[engine].render(settings, version)
+    plan.commands = commands
+    plan.warnings += notes
+    return plan
+
+
+def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing: Sizing, nodes: int, dp: int) -> None:
+    if choice.why_ep:
+        plan.reasons.append(choice.why_ep)
+    if nodes > 1:
+        plan.reasons.append(f"tp {choice.tp} spans {nodes} nodes of {request.gpus_per_node} GPUs: one node's GPUs cannot hold the weights")
+        if request.nodes is None:
+            plan.warnings.append(f"this plan needs {nodes} nodes; pass --nodes {nodes} to confirm")
+    if dp > 1:
+        plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
+    if request.context_length is None and sizing.context_length < CONTEXT_STEPS[0]:
+        plan.warnings.append(f"context reduced from {CONTEXT_STEPS[0]} to {sizing.context_length} to fit memory")
+    if sizing.context_length < THINKING_MIN_CONTEXT:
+        plan.warnings.append(f"context {sizing.context_length} is below {THINKING_MIN_CONTEXT}: thinking mode needs at least 128K tokens")
+
+
+def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuModel, precision: str, misses) -> Plan:
+    plan.fits = False
+    if misses:
+        choice, sizing = misses[-1]
+        plan.reasons.append(f"largest candidate tp {choice.tp} at context {sizing.context_length}: {sizing.shortfall}")
+        plan.figures = sizing.figures
+        plan.memory.update(sizing.memory)
+    else:
+        plan.reasons.append("no tensor-parallel size is valid for this model within the GPUs given")
+    ways = []
+    if request.engine == "sglang":
+        ways.append(f"more GPUs or nodes: --gpu {gpu.key}:{request.gpus_per_node} --nodes {(request.nodes or 1) * 2}")
+    else:
+        ways.append("--engine sglang (multi-GPU and multi-node)" if request.engine == "bundled"
+                    else "--engine sglang (multi-node)")
+    if precision == "bf16" and "fp8" in resolved.available_precisions and gpu.fp8:
+        ways.append("FP8 weights: --precision fp8")
+    shortest = request.context_length or CONTEXT_STEPS[-1]
+    ways.append(f"a shorter context: --context-length {shortest // 2} (thinking needs 128K)")
+    if request.max_running_requests:
+        ways.append(f"fewer concurrent requests: --max-running-requests {max(1, request.max_running_requests // 2)}")
+    plan.ways_out = ways
+    return plan
