@@ -36,7 +36,10 @@ for module in COMMAND_MODULES:
 def main() -> None:
     """Entry point: run the app, turning known errors into one stderr line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns a command's exit code instead of exiting.
+        result = app(standalone_mode=False)
+        if isinstance(result, int) and result:
+            sys.exit(result)
     except Qwen35Error as error:
         if os.environ.get("QWEN35_DEBUG"):
             raise

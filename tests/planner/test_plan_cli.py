@@ -1,0 +1,109 @@
+"""`qwen35 plan` run as a user runs it: a subprocess, its stdout, stderr and exit code."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+QWEN35 = [sys.executable, "-m", "qwen35.launcher.cli"]
+
+
+def run(*args, cwd=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("QWEN35_DEBUG", None)
+    return subprocess.run([*QWEN35, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_json_plan_has_the_keys_other_tools_read():
+    done = run("plan", "--model", "Qwen3.5-397B-A17B", "--precision", "bf16", "--gpu", "H100:8", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    for key in ("model", "precision", "engine", "engine_version", "fits", "context_length",
+                "max_running_requests", "mamba_strategy", "page_size", "mem_fraction_static",
+                "warnings", "reasons"):
+        assert key in plan
+    assert set(plan["parallel"]) >= {"tp", "ep", "dp", "pp", "nodes", "gpus_per_node"}
+    assert set(plan["memory"]) >= {"weights_total_bytes", "weights_per_gpu_bytes",
+                                   "kv_bytes_per_token_per_gpu", "state_bytes_per_request_per_gpu"}
+    assert plan["parallel"]["tp"] == 16 and plan["parallel"]["nodes"] == 2
+    assert [c["node_rank"] for c in plan["commands"]] == [0, 1]
+    assert all(c["argv"][:3] == ["python3", "-m", "sglang.launch_server"] for c in plan["commands"])
+    assert "needs 2 nodes" in done.stderr  # warnings go to stderr, data to stdout
+
+
+def test_human_view_shows_commands_and_memory():
+    done = run("plan", "--model", "Qwen3.5-9B", "--gpu", "H100:1", "--explain")
+    assert done.returncode == 0, done.stderr
+    assert "sglang.launch_server" in done.stdout
+    assert "memory per GPU" in done.stdout
+    assert "kv_bytes_per_token_per_gpu" in done.stdout  # --explain lists each figure
+
+
+def test_yaml_output_parses():
+    import yaml
+
+    done = run("plan", "--model", "Qwen3.5-27B", "--gpu", "H200:1", "--yaml")
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["fits"] is True
+
+
+def test_nothing_fits_exits_3_with_ways_out():
+    done = run("plan", "--model", "Qwen3.5-397B-A17B", "--precision", "bf16", "--gpu", "RTX4090:1",
+               "--nodes", "1", "--json")
+    assert done.returncode == 3, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["fits"] is False
+    ways = " ".join(plan["ways_out"])
+    assert "--nodes" in ways and "--precision fp8" in ways and "--context-length" in ways
+
+
+BAD_INPUTS = {
+    "unknown model": (["--model", "Qwen3.5-1000B", "--gpu", "H100:8"], "Qwen3.5-1000B"),
+    "unknown gpu": (["--model", "Qwen3.5-9B", "--gpu", "H900:8"], "H900"),
+    "precision the checkpoint lacks": (["--model", "Qwen3.5-0.8B", "--precision", "fp8", "--gpu", "H100:1"], "FP8"),
+    "precision the gpu lacks": (["--model", "Qwen3.5-397B-A17B", "--precision", "nvfp4", "--gpu", "H100:8"], "NVFP4"),
+    "unknown precision": (["--model", "Qwen3.5-9B", "--precision", "int3", "--gpu", "H100:1"], "int3"),
+    "zero gpus": (["--model", "Qwen3.5-9B", "--gpu", "H100:0"], "0"),
+    "negative nodes": (["--model", "Qwen3.5-9B", "--gpu", "H100:8", "--nodes", "-1"], "nodes"),
+    "zero running requests": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--max-running-requests", "0"], "max-running-requests"),
+    "context above the maximum": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--context-length", "300000"], "262144"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line(case):
+    args, mentioned = BAD_INPUTS[case]
+    done = run("plan", *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and mentioned in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_and_malformed_config_json(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run("plan", "--model", str(empty), "--gpu", "H100:1")
+    assert done.returncode == 2 and "config.json" in done.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    done = run("plan", "--model", str(broken), "--gpu", "H100:1")
+    assert done.returncode == 2 and "config.json" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_plan_json_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "sys.argv = ['qwen35', 'plan', '--model', 'Qwen3.5-9B', '--gpu', 'H100:1', '--json']\n"
+        "from qwen35.launcher import cli\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "sys.stderr.write('TORCH=%s' % ('torch' in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "TORCH=False" in done.stderr
+    assert json.loads(done.stdout)["fits"] is True
