@@ -58,19 +58,19 @@ def expert_parallel(text: TextConfig, precision: str, tp: int) -> tuple[int, str
     return 1, ""
 
 
-def tp_choices(text: TextConfig, precision: str, max_gpus: int, gpus_per_node: int) -> tuple[list[TpChoice], list[str]]:
-    """Valid TP sizes up to max_gpus (multi-node sizes must fill whole nodes), and why others were skipped."""
+def tp_choices(text: TextConfig, precision: str, max_gpus: int, gpus_per_node: int) -> tuple[list[TpChoice], list[tuple[int, str]]]:
+    """Valid TP sizes up to max_gpus (multi-node sizes must fill whole nodes), and (tp, why) for the others."""
     choices: list[TpChoice] = []
-    skipped: list[str] = []
+    skipped: list[tuple[int, str]] = []
     for tp in TP_SIZES:
         if tp > max_gpus:
             break
         if tp > gpus_per_node and tp % gpus_per_node:
-            skipped.append(f"tp {tp} does not fill whole nodes of {gpus_per_node} GPUs")
+            skipped.append((tp, f"tp {tp} does not fill whole nodes of {gpus_per_node} GPUs"))
             continue
         rejection = tp_rejection(text, precision, tp)
         if rejection:
-            skipped.append(rejection)
+            skipped.append((tp, rejection))
             continue
         ep, why = expert_parallel(text, precision, tp)
         choices.append(TpChoice(tp, ep, why))

@@ -260,7 +260,6 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
 
     mamba = _mamba_choice(request, gpu) if engine == "sglang" else ("no_buffer", 1, False, [])
     choices, skipped = tp_choices(text, precision, _max_gpus(request), request.gpus_per_node)
-    plan.reasons += [f"skipped {reason}" for reason in skipped if not reason.startswith("tp 1 ")]
     documented = documented_tp(resolved.name, gpu.key, precision) if engine == "sglang" else None
     if documented:
         memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
@@ -273,9 +272,10 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
             plan.reasons.append(f"tp {documented}: matches the deployment guide for {resolved.name} on {gpu.key} at {precision.upper()}")
     choice, sizing, misses = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
     if choice is None:
-        return _no_fit(plan, request, resolved, gpu, precision, misses)
+        return _no_fit(plan, request, resolved, gpu, precision, misses, skipped)
 
     plan.fits = True
+    plan.reasons += [f"skipped {why}" for tp, why in skipped if tp < choice.tp]
     nodes = max(1, math.ceil(choice.tp / request.gpus_per_node))
     dp = 1 if engine == "bundled" or choice.tp >= request.gpus_per_node else request.gpus_per_node // choice.tp
     plan.parallel = Parallel(tp=choice.tp, ep=choice.ep, dp=dp, pp=1, nodes=nodes,
@@ -329,7 +329,8 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
         plan.warnings.append(f"context {sizing.context_length} is below {THINKING_MIN_CONTEXT}: thinking mode needs at least 128K tokens")
 
 
-def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuModel, precision: str, misses) -> Plan:
+def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuModel, precision: str, misses,
+            skipped: list[tuple[int, str]]) -> Plan:
     plan.fits = False
     if misses:
         choice, sizing = misses[-1]
@@ -338,6 +339,7 @@ def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuM
         plan.memory.update(sizing.memory)
     else:
         plan.reasons.append("no tensor-parallel size is valid for this model within the GPUs given")
+    plan.reasons += [f"skipped {why}" for _, why in skipped]
     ways = []
     if request.engine == "sglang":
         ways.append(f"more GPUs or nodes: --gpu {gpu.key}:{request.gpus_per_node} --nodes {(request.nodes or 1) * 2}")

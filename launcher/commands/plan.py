@@ -39,8 +39,7 @@ def resolve_target(gpu: str, fallback: Optional[str]):
         return first.catalog, len(report.gpus), first.memory_total_bytes, notes
     if fallback:
         model, count = parse_gpu_target(fallback)
-        notes.append(f"no GPU detected; planning for the named target {model.key}:{count}")
-        return model, count, None, notes
+        return model, count, None, [f"no GPU detected; planning for the named target {model.key}:{count}"]
     raise InputError("no GPU detected on this machine", "name a target, e.g. --gpu H100:8")
 
 

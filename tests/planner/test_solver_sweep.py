@@ -1,0 +1,86 @@
+"""Every checkpoint x precision x catalog GPU plans cleanly: a fitting plan or an explained refusal."""
+import pytest
+
+from qwen35.planner.errors import InputError
+from qwen35.planner.hardware.catalog import GPU_MODELS as CATALOG
+from qwen35.planner.models.registry import MODEL_NAMES, resolve_model
+from qwen35.planner.plan import PRECISIONS, PlanRequest
+from qwen35.planner.solver import solve
+
+
+def all_plans(engine="sglang", strategy="throughput"):
+    """(model, precision, gpu, plan or InputError) for every combination."""
+    for name in MODEL_NAMES:
+        resolved = resolve_model(name)
+        for precision in PRECISIONS:
+            for gpu in CATALOG:
+                request = PlanRequest(model=name, gpu=gpu.key, gpus_per_node=gpu.default_count,
+                                      precision=precision, engine=engine, strategy=strategy)
+                try:
+                    yield name, precision, gpu, solve(request, gpu, resolved)
+                except InputError as error:
+                    yield name, precision, gpu, error
+
+
+@pytest.mark.parametrize("strategy", ["throughput", "latency"])
+def test_every_combination_plans_or_explains(strategy):
+    fitted = 0
+    for name, precision, gpu, outcome in all_plans(strategy=strategy):
+        if isinstance(outcome, InputError):
+            assert outcome.hint, (name, precision, gpu.key)
+            assert precision in ("fp8", "nvfp4") or "FP8" in outcome.message, outcome.message
+            continue
+        if not outcome.fits:
+            assert outcome.ways_out and outcome.reasons, (name, precision, gpu.key)
+            continue
+        fitted += 1
+        p = outcome.parallel
+        text = resolve_model(name).config.text
+        assert text.num_attention_heads % p.tp == 0 and text.linear_num_key_heads % p.tp == 0
+        assert p.tp * p.dp <= gpu.default_count * p.nodes
+        assert 131072 <= outcome.context_length <= 262144
+        assert outcome.max_running_requests >= 1
+        assert outcome.memory["weights_per_gpu_bytes"] < outcome.memory["static_bytes"]
+        assert len(outcome.commands) == p.nodes
+        if strategy == "latency":
+            assert "--speculative-algorithm" in outcome.commands[0].argv
+    assert fitted > 100
+
+
+def test_small_models_fit_one_gpu_at_full_context():
+    for name in ("Qwen3.5-0.8B", "Qwen3.5-2B", "Qwen3.5-4B", "Qwen3.5-9B"):
+        gpu = next(g for g in CATALOG if g.key == "H100")
+        plan = solve(PlanRequest(model=name, gpu="H100", gpus_per_node=1), gpu, resolve_model(name))
+        assert plan.fits and plan.parallel.tp == 1 and plan.context_length == 262144
+
+
+def test_fp8_35b_cannot_use_tp8_blocks_so_ep_or_smaller_tp():
+    gpu = next(g for g in CATALOG if g.key == "L40S")
+    plan = solve(PlanRequest(model="Qwen3.5-35B-A3B", gpu="L40S", gpus_per_node=8, precision="fp8"),
+                 gpu, resolve_model("Qwen3.5-35B-A3B"))
+    # The 512-wide shared expert splits into whole 128-column FP8 blocks only up to tp 4.
+    assert plan.fits and plan.parallel.tp <= 4
+
+
+def test_vllm_and_bundled_render_single_node_commands():
+    gpu = next(g for g in CATALOG if g.key == "H100")
+    resolved = resolve_model("Qwen3.5-9B")
+    vllm_plan = solve(PlanRequest(model="Qwen3.5-9B", gpu="H100", gpus_per_node=2, engine="vllm",
+                                  strategy="latency"), gpu, resolved)
+    argv = vllm_plan.commands[0].argv
+    assert argv[:3] == ["vllm", "serve", "Qwen/Qwen3.5-9B"]
+    assert "--speculative-config" in argv and "--enable-auto-tool-choice" in argv
+    bundled_plan = solve(PlanRequest(model="Qwen3.5-9B", gpu="H100", gpus_per_node=1, engine="bundled"),
+                         gpu, resolved)
+    assert bundled_plan.commands[0].argv[:2] == ["qwen35", "serve"]
+    assert bundled_plan.parallel.tp == 1
+
+
+def test_amd_plans_use_aiter_and_no_buffer():
+    gpu = next(g for g in CATALOG if g.key == "MI300X")
+    plan = solve(PlanRequest(model="Qwen3.5-122B-A10B", gpu="MI300X", gpus_per_node=8), gpu,
+                 resolve_model("Qwen3.5-122B-A10B"))
+    argv = plan.commands[0].argv
+    assert plan.mamba_strategy == "no_buffer" and plan.page_size == 16
+    assert "--disable-radix-cache" in argv and argv[argv.index("--attention-backend") + 1] == "aiter"
+    assert plan.commands[0].env["SGLANG_USE_AITER"] == "1"
