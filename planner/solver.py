@@ -61,7 +61,8 @@ def choose_precision(request: PlanRequest, resolved: ResolvedModel, gpu: GpuMode
             f"(available: {', '.join(resolved.available_precisions)})",
             f"try --precision {resolved.available_precisions[0]}",
         )
-    if precision == "nvfp4" and gpu.fp4 != "nvfp4":
+    # The engines' NVFP4 MoE kernels target datacenter Blackwell (sm100/sm103).
+    if precision == "nvfp4" and (gpu.fp4 != "nvfp4" or gpu.arch not in ("sm100", "sm103")):
         extra = " (it has MXFP4, a different format)" if gpu.fp4 == "mxfp4" else ""
         raise InputError(
             f"NVFP4 needs Blackwell GPUs (B200, B300, GB200); {gpu.key} has no NVFP4 support{extra}",

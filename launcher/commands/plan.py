@@ -17,7 +17,18 @@ Examples:
     qwen35 plan --model Qwen/Qwen3.5-9B-FP8 --gpu H200:1 --strategy latency --json
 
     qwen35 plan --model ./checkpoints/my-qwen35 --explain
+
+    qwen35 plan --profile qwen35-397b-a17b-h200-fp8 --yaml > plan.yaml
+
+    qwen35 plan --profile plan.yaml --port 8080
+
+    qwen35 plan --profile qwen35-397b-a17b-h100-bf16 --emit k8s --output k8s/
 """
+
+# Flags that set a PlanRequest field of the same name; with --profile, the ones given override it.
+REQUEST_OPTIONS = ("model", "nodes", "precision", "engine", "engine_version", "context_length", "strategy",
+                   "max_running_requests", "mamba_strategy", "mamba_ssm_dtype", "host", "port",
+                   "served_model_name", "dist_init_addr")
 
 
 def resolve_target(gpu: str, fallback: Optional[str]):
@@ -32,20 +43,84 @@ def resolve_target(gpu: str, fallback: Optional[str]):
     report = detect_hardware()
     notes = list(report.warnings)
     if report.gpus:
-        first = report.gpus[0]
-        if first.catalog is None:
-            raise InputError(f"detected GPU '{first.name}' is not in the catalog",
-                             "name a known target with --gpu, e.g. --gpu H100:8")
-        return first.catalog, len(report.gpus), first.memory_total_bytes, notes
+        if report.model is None:
+            names = sorted({g.name for g in report.gpus})
+            raise InputError(f"detected GPUs {names} are not one known catalog part",
+                             "name a target with --gpu, e.g. --gpu H100:8")
+        smallest = min(g.memory_total_bytes for g in report.gpus)
+        return report.model, len(report.gpus), smallest, notes
     if fallback:
         model, count = parse_gpu_target(fallback)
         return model, count, None, [f"no GPU detected; planning for the named target {model.key}:{count}"]
     raise InputError("no GPU detected on this machine", "name a target, e.g. --gpu H100:8")
 
 
+def hardware_target(gpu: str, fallback: Optional[str]):
+    """Like resolve_target, as (catalog key, count, measured memory, notes); 'cpu' is the bundled CPU target."""
+    from qwen35.launcher.cpu_plan import CPU_TARGET
+
+    if gpu.strip().lower() == CPU_TARGET:
+        return CPU_TARGET, 1, None, []
+    model, count, measured, notes = resolve_target(gpu, fallback)
+    return model.key, count, measured, notes
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _profile_file(spec: str):
+    from pathlib import Path
+
+    from qwen35.launcher.profiles import shipped_names, shipped_path
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_path(spec)
+    if shipped is None:
+        raise InputError(f"no profile file or shipped profile named '{spec}'",
+                         f"shipped profiles: {', '.join(shipped_names())}")
+    return shipped
+
+
+def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
+    """The request to plan and the profile's extra args and env: --profile with the flags given on top, or the flags."""
+    from dataclasses import replace
+
+    from qwen35.launcher.profiles import load_profile, to_plan_request
+    from qwen35.planner.plan import PlanRequest
+
+    if values["mamba_ssm_dtype"] not in ("fp32", "bf16"):
+        raise InputError(f"unknown --mamba-ssm-dtype '{values['mamba_ssm_dtype']}'", "choose fp32 or bf16")
+    precision = values["precision"]
+    if precision is not None and precision.lower() not in ("bf16", "fp8", "nvfp4", "fp4"):
+        raise InputError(f"unknown precision '{precision}'", "choose bf16, fp8 or nvfp4")
+    values = {**values, "precision": {"fp4": "nvfp4"}.get(precision.lower(), precision.lower()) if precision else None}
+    if profile:
+        loaded = load_profile(_profile_file(profile))
+        overrides = {name: values[name] for name in REQUEST_OPTIONS if _given(ctx, name)}
+        notes: list[str] = []
+        if _given(ctx, "gpu"):
+            key, count, measured, notes = hardware_target(values["gpu"], values["fallback_gpu"])
+            overrides.update(gpu=key, gpus_per_node=count, gpu_memory_bytes=measured)
+        return replace(to_plan_request(loaded), **overrides), loaded.extra_args, loaded.env, notes
+    if not values["model"]:
+        raise InputError("no model given", "pass --model NAME (e.g. --model Qwen3.5-9B) or --profile FILE")
+    key, count, measured, notes = hardware_target(values["gpu"], values["fallback_gpu"])
+    request = PlanRequest(
+        model=values["model"], gpu=key, gpus_per_node=count, gpu_memory_bytes=measured,
+        **{name: values[name] for name in REQUEST_OPTIONS if name != "model"},
+    )
+    return request, [], {}, notes
+
+
 def plan_command(
-    model: str = typer.Option(..., "--model", "-m", help="Registry name (Qwen3.5-9B), hub id (Qwen/Qwen3.5-9B-FP8) or a local checkpoint directory."),
-    gpu: str = typer.Option("auto", "--gpu", help="GPU target NAME[:COUNT] (e.g. H200:8), or 'auto' to detect."),
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name (Qwen3.5-9B), hub id (Qwen/Qwen3.5-9B-FP8) or a local checkpoint directory."),
+    gpu: str = typer.Option("auto", "--gpu", help="GPU target NAME[:COUNT] (e.g. H200:8), 'cpu' for the bundled runtime, or 'auto' to detect."),
     fallback_gpu: Optional[str] = typer.Option(None, "--fallback-gpu", help="Target to use when --gpu auto finds no GPU."),
     nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes available (default: as many as needed, up to 4)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp8 or nvfp4 (default: the checkpoint's own)."),
@@ -60,38 +135,34 @@ def plan_command(
     port: int = typer.Option(30000, "--port"),
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name"),
     dist_init_addr: Optional[str] = typer.Option(None, "--dist-init-addr", help="HOST:PORT of node 0 for multi-node plans."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
-    as_yaml: bool = typer.Option(False, "--yaml", help="Print the plan as YAML."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile YAML, shipped profile name, or a plan printed by --yaml/--json; flags given too override it."),
+    emit: Optional[str] = typer.Option(None, "--emit", help="k8s: print Kubernetes manifests (LeaderWorkerSet + Service) instead of the plan."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="With --emit k8s: write the manifests into this directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (with the profile that reproduces it)."),
+    as_yaml: bool = typer.Option(False, "--yaml", help="Print the plan as YAML; `--profile` reads it back."),
     explain: bool = typer.Option(False, "--explain", help="Show the equation behind every number."),
 ) -> None:
     """Plan a deployment: parallelism, context, concurrency, memory, and the engine commands."""
-    from qwen35.planner.models.registry import resolve_model
-    from qwen35.planner.plan import PlanRequest
-    from qwen35.planner.solver import solve
+    from qwen35.launcher.profiles import plan_document, plan_request
 
-    if mamba_ssm_dtype not in ("fp32", "bf16"):
-        raise InputError(f"unknown --mamba-ssm-dtype '{mamba_ssm_dtype}'", "choose fp32 or bf16")
-    if precision is not None and precision.lower() not in ("bf16", "fp8", "nvfp4", "fp4"):
-        raise InputError(f"unknown precision '{precision}'", "choose bf16, fp8 or nvfp4")
-    resolved = resolve_model(model)
-    gpu_model, count, measured, notes = resolve_target(gpu, fallback_gpu)
-    request = PlanRequest(
-        model=model, gpu=gpu_model.key, gpus_per_node=count,
-        precision={"fp4": "nvfp4"}.get(precision.lower(), precision.lower()) if precision else None,
-        nodes=nodes, engine=engine, engine_version=engine_version, context_length=context_length,
-        strategy=strategy, max_running_requests=max_running_requests, mamba_strategy=mamba_strategy,
-        mamba_ssm_dtype=mamba_ssm_dtype, host=host, port=port, served_model_name=served_model_name,
-        dist_init_addr=dist_init_addr, gpu_memory_bytes=measured,
-    )
-    plan = solve(request, gpu_model, resolved)
+    if emit is not None and emit != "k8s":
+        raise InputError(f"unknown --emit '{emit}'", "the one output to emit is k8s")
+    if output is not None and emit is None:
+        raise InputError("--output goes with --emit k8s", "add --emit k8s")
+    values = {name: value for name, value in locals().items() if name in REQUEST_OPTIONS}
+    values.update(gpu=gpu, fallback_gpu=fallback_gpu)
+    request, extra_args, env, notes = resolve_request(ctx, values, profile)
+    plan = plan_request(request, extra_args, env)
     for note in notes + plan.warnings:
         print(f"warning: {note}", file=sys.stderr)
-    if as_json:
-        print(json.dumps(plan.to_dict(), indent=2))
+    if emit == "k8s":
+        _emit_k8s(plan, output)
+    elif as_json:
+        print(json.dumps(plan_document(plan, extra_args, env), indent=2))
     elif as_yaml:
         import yaml
 
-        print(yaml.safe_dump(plan.to_dict(), sort_keys=False), end="")
+        print(yaml.safe_dump(plan_document(plan, extra_args, env), sort_keys=False), end="")
     else:
         from rich.console import Console
 
@@ -100,6 +171,27 @@ def plan_command(
         render_plan(plan, Console(), explain=explain)
     if not plan.fits:
         raise typer.Exit(3)
+
+
+def _emit_k8s(plan, output: Optional[str]) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from qwen35.launcher.k8s import dump_manifests, k8s_manifests
+
+    manifests, notes = k8s_manifests(plan)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if output is None:
+        print(dump_manifests(manifests, plan), end="")
+        return
+    directory = Path(output)
+    directory.mkdir(parents=True, exist_ok=True)
+    for manifest in manifests:
+        path = directory / f"{manifest['metadata']['name']}-{manifest['kind'].lower()}.yaml"
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+        print(path)
 
 
 def register(app: typer.Typer) -> None:
