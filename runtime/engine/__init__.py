@@ -1,0 +1,1 @@
+"""The runtime engine: requests, scheduling, model running, sampling and text output."""
