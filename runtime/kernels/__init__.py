@@ -1,0 +1,1 @@
+"""Kernels, one folder per op: a plain torch `reference.py` (the semantics) and, later, a fast version."""
