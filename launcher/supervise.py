@@ -1,0 +1,346 @@
+"""Start an inference engine as a child process, wait until it serves, and shut it down cleanly.
+
+Life of a launch: `start()` spawns the engine as the leader of a new session (so its whole
+process tree can be signalled as one group) with stdout and stderr merged into a pipe that a
+reader thread copies to the log file and to `on_line`; `wait_ready()` polls the HTTP API;
+`wait()` serves until the engine exits, forwarding SIGINT/SIGTERM to the group; `stop()`
+and the context manager's exit make sure no process of the group survives.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+from qwen35.launcher import process_group
+from qwen35.launcher.readiness import PHASE_ENDPOINTS, ReadinessProbe
+from qwen35.planner.errors import Qwen35Error
+
+_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_PROBE_TIMEOUT_S = 5.0
+_READER_JOIN_S = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineProcess:
+    """How to run one engine: command, environment, log file and where it will answer."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)  # merged over os.environ
+    cwd: Path | None = None
+    log_path: Path
+    log_prefix: str = ""  # put before each line handed to on_line, e.g. "[sglang] "
+    base_url: str  # http://host:port, reachable from this machine
+    api_key: str | None = None  # sent as a Bearer token on readiness probes
+    ready_timeout_s: float = 1800.0
+    poll_interval_s: float = 1.0
+    stop_grace_s: float = 30.0  # between SIGTERM and SIGKILL
+    tail_lines: int = 40  # log lines kept for error reports
+
+
+@dataclass
+class EngineCallbacks:
+    """Hooks the CLI renders from; `on_line` is called from the log reader thread."""
+
+    on_line: Callable[[str], None] | None = None
+    on_tick: Callable[[float, str], None] | None = None  # (elapsed_s, readiness phase)
+    on_ready: Callable[[list[str]], None] | None = None  # served model ids
+
+
+class EngineCrashed(Qwen35Error):
+    """The engine exited before it became ready."""
+
+    def __init__(self, returncode: int, last_lines: list[str], log_path: Path):
+        if returncode < 0:
+            message = f"engine was killed by {_signal_name(-returncode)} during start-up"
+        else:
+            message = f"engine exited with code {returncode} during start-up"
+        last = next((line.strip() for line in reversed(last_lines) if line.strip()), "")
+        if last:
+            message += f": {last[:200]}"
+        super().__init__(message, f"see the full log at {log_path}")
+        self.returncode = returncode
+        self.last_lines = last_lines
+        self.log_path = log_path
+
+
+class ReadinessTimeout(Qwen35Error):
+    """The engine did not become ready within its time limit."""
+
+    def __init__(self, timeout_s: float, phase: str, last_lines: list[str], log_path: Path):
+        super().__init__(
+            f"engine not ready after {timeout_s:g} s (still waiting on {PHASE_ENDPOINTS[phase]})",
+            f"see the full log at {log_path}; large models can need a longer readiness timeout",
+        )
+        self.timeout_s = timeout_s
+        self.phase = phase
+        self.last_lines = last_lines
+        self.log_path = log_path
+
+
+def exit_status(returncode: int, stop_signal: int | None) -> int:
+    """Our exit code for an engine exit: 0 after a requested stop, 128+N for death by signal N."""
+    if stop_signal is not None and returncode in (0, -stop_signal, 128 + stop_signal):
+        return 0
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_engine(spec: EngineProcess, callbacks: EngineCallbacks | None = None) -> int:
+    """Start the engine, wait until it is ready, serve until it exits; return the exit code."""
+    callbacks = callbacks or EngineCallbacks()
+    with Supervisor(spec, callbacks) as supervisor, supervisor.forwarding_signals():
+        supervisor.start()
+        models = supervisor.wait_ready()
+        if models is not None and callbacks.on_ready:
+            callbacks.on_ready(models)
+        return supervisor.wait()
+
+
+class Supervisor:
+    """Owns one engine process group from `start()` until every member is gone."""
+
+    def __init__(self, spec: EngineProcess, callbacks: EngineCallbacks | None = None):
+        self.spec = spec
+        self.callbacks = callbacks or EngineCallbacks()
+        self.process: subprocess.Popen | None = None
+        self.stop_signal: int | None = None  # the first stop we asked for, if any
+        self._tail: deque[str] = deque(maxlen=spec.tail_lines)
+        self._tail_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._wake_fd: int | None = None  # write end of the watchdog's pipe
+        self._forwarding = False
+
+    @property
+    def pgid(self) -> int:
+        """The engine's process group id (its pid, as a session leader)."""
+        if self.process is None:
+            raise RuntimeError("engine not started")
+        return self.process.pid
+
+    def last_lines(self) -> list[str]:
+        """The most recent engine log lines, oldest first."""
+        with self._tail_lock:
+            return list(self._tail)
+
+    def start(self) -> None:
+        """Spawn the engine in its own session with its output copied to the log and on_line."""
+        if self.process is not None:
+            raise RuntimeError("engine already started")
+        spec = self.spec
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(spec.log_path, "a", encoding="utf-8")
+        command = shlex.join(_redacted(spec.argv))
+        log_file.write(f"# qwen35: {time.strftime('%Y-%m-%d %H:%M:%S')} {command}\n")
+        log_file.flush()
+        # Python engines block-buffer a piped stdout; unbuffered keeps the live view live.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+        process_group.become_subreaper()
+        try:
+            self.process = subprocess.Popen(
+                list(spec.argv),
+                env=env,
+                cwd=spec.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
+        except OSError as error:
+            log_file.close()
+            raise Qwen35Error(
+                f"cannot start the engine ({spec.argv[0]}): {error.strerror or error}",
+                "check that the engine is installed in this environment",
+            ) from error
+        self._reader = threading.Thread(
+            target=self._copy_output, args=(self.process.stdout, log_file),
+            name="engine-log", daemon=True,
+        )
+        self._reader.start()
+        wake_read, self._wake_fd = os.pipe()
+        self._watchdog = threading.Thread(
+            target=self._kill_after_grace, args=(wake_read,), name="engine-stop", daemon=True
+        )
+        self._watchdog.start()
+        if self.stop_signal is not None:  # a stop arrived while we were spawning
+            self._deliver(self.stop_signal)
+
+    def wait_ready(self) -> list[str] | None:
+        """Block until the engine serves; its model ids, or None if a stop was requested."""
+        process, spec = self._started(), self.spec
+        probe = ReadinessProbe(spec.base_url, spec.api_key)
+        started = time.monotonic()
+        deadline = started + spec.ready_timeout_s
+        while True:
+            if self.stop_signal is not None:
+                return None
+            returncode = process.poll()
+            if returncode is not None:
+                self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
+                raise EngineCrashed(returncode, self.last_lines(), spec.log_path)
+            remaining = deadline - time.monotonic()
+            models = probe.poll(timeout_s=max(0.1, min(_PROBE_TIMEOUT_S, remaining)))
+            if models is not None:
+                return models
+            now = time.monotonic()
+            if self.callbacks.on_tick:
+                self.callbacks.on_tick(now - started, probe.phase)
+            if now >= deadline:
+                self._cleanup(grace_s=spec.stop_grace_s)
+                raise ReadinessTimeout(
+                    spec.ready_timeout_s, probe.phase, self.last_lines(), spec.log_path
+                )
+            # Sleeping in wait() returns at once if the engine dies, so a crash fails fast.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=min(spec.poll_interval_s, deadline - now))
+
+    def wait(self) -> int:
+        """Serve until the engine exits, forwarding SIGINT/SIGTERM to it; return our exit code."""
+        process = self._started()
+        with self.forwarding_signals():
+            returncode = process.wait()
+            self._cleanup(grace_s=self.spec.stop_grace_s)  # workers the engine left behind
+        return exit_status(returncode, self.stop_signal)
+
+    def stop(self) -> int:
+        """Stop the engine (SIGTERM, SIGKILL after the grace period); return our exit code."""
+        process = self._started()
+        if process.poll() is None and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM
+        self._cleanup(grace_s=self.spec.stop_grace_s)
+        return exit_status(process.returncode, self.stop_signal)
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Send `signum` to the engine's group; SIGKILL it on a second request or after grace."""
+        if self.stop_signal is not None:
+            signum = signal.SIGKILL
+        else:
+            self.stop_signal = signum
+        if self.process is not None:  # else start() delivers it
+            self._deliver(signum)
+
+    @contextlib.contextmanager
+    def forwarding_signals(self) -> Iterator[None]:
+        """While inside, SIGINT/SIGTERM to this process become `request_stop` (main thread only)."""
+        if self._forwarding or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.getsignal(signum) for signum in _FORWARDED_SIGNALS}
+        for signum in _FORWARDED_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        self._forwarding = True
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self._forwarding = False
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM
+        try:
+            self._cleanup(grace_s=self.spec.stop_grace_s)
+        except Qwen35Error:
+            if exc_type is None:
+                raise  # never hide the error that brought us here behind a cleanup one
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.request_stop(signum)
+
+    def _deliver(self, signum: int) -> None:
+        # This runs inside signal handlers, so it takes no lock and starts no thread (either can
+        # deadlock against the interrupted main thread); one byte wakes the watchdog instead.
+        process_group.signal_group(self.pgid, signum)
+        if self._wake_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_fd, b"s")
+
+    def _kill_after_grace(self, wake_read: int) -> None:
+        """Watchdog: SIGKILL the group if it outlives the grace period after a stop request."""
+        try:
+            if os.read(wake_read, 1) != b"s":  # b"q" or end of file: cleanup, no stop
+                return
+            # Any further byte (a second stop that already SIGKILLed, or cleanup) ends the wait.
+            woken, _, _ = select.select([wake_read], [], [], self.spec.stop_grace_s)
+            if not woken:
+                process_group.signal_group(self.pgid, signal.SIGKILL)
+        finally:
+            os.close(wake_read)
+
+    def _started(self) -> subprocess.Popen:
+        if self.process is None:
+            raise RuntimeError("engine not started")
+        return self.process
+
+    def _cleanup(self, grace_s: float) -> None:
+        """Make sure the whole group is gone, then drain the log; raise if it cannot be killed."""
+        gone = process_group.terminate_group(self.pgid, grace_s, leader=self.process)
+        wake_fd, self._wake_fd = self._wake_fd, None
+        if wake_fd is not None:
+            with contextlib.suppress(OSError):  # the watchdog may be done and its end closed
+                os.write(wake_fd, b"q")
+            os.close(wake_fd)
+            self._watchdog.join(timeout=_READER_JOIN_S)
+        if self._reader is not None:
+            # EOF arrives once every holder of the pipe is dead; one that left the group
+            # (setsid) may keep it open, so the join is bounded.
+            self._reader.join(timeout=_READER_JOIN_S)
+        if not gone:
+            raise Qwen35Error(
+                f"engine processes in group {self.pgid} survived SIGKILL",
+                f"they may be stuck in the GPU driver; check `ps -g {self.pgid}`",
+            )
+
+    def _copy_output(self, stream, log_file) -> None:
+        on_line, prefix = self.callbacks.on_line, self.spec.log_prefix
+        with log_file, stream:
+            for raw in stream:
+                line = raw.rstrip("\n")
+                log_file.write(line + "\n")
+                log_file.flush()
+                with self._tail_lock:
+                    self._tail.append(line)
+                if on_line is not None:
+                    try:
+                        on_line(prefix + line)
+                    except Exception:
+                        # A broken consumer (closed stderr) must not stop the drain, or the
+                        # engine blocks on a full pipe; the log file still gets every line.
+                        on_line = None
+
+
+def _redacted(argv: Sequence[str]) -> list[str]:
+    """argv with the value of any --api-key hidden, fit for a log file."""
+    shown = []
+    for index, arg in enumerate(argv):
+        if index > 0 and argv[index - 1] == "--api-key":
+            arg = "REDACTED"
+        elif arg.startswith("--api-key="):
+            arg = "--api-key=REDACTED"
+        shown.append(arg)
+    return shown
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

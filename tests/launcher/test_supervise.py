@@ -1,0 +1,339 @@
+"""Supervision against real processes: tests/launcher/fake_engine.py plays the engine."""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qwen35.launcher.readiness import PHASE_HEALTH, PHASE_MODELS, local_base_url
+from qwen35.launcher.supervise import (
+    EngineCallbacks,
+    EngineCrashed,
+    EngineProcess,
+    ReadinessTimeout,
+    Supervisor,
+    exit_status,
+)
+from qwen35.planner.errors import Qwen35Error
+
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+PREFIX = "[fake] "
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_spec(tmp_path: Path, *engine_args: str, **overrides) -> EngineProcess:
+    port = free_port()
+    settings = dict(
+        argv=[sys.executable, str(FAKE_ENGINE), "--port", str(port), *engine_args],
+        log_path=tmp_path / "logs" / "engine.log",
+        log_prefix=PREFIX,
+        base_url=local_base_url("127.0.0.1", port),
+        ready_timeout_s=10.0,
+        poll_interval_s=0.05,
+        stop_grace_s=2.0,
+    )
+    settings.update(overrides)
+    return EngineProcess(**settings)
+
+
+class Recorder:
+    """Collects callbacks; on_line runs on the reader thread, hence the lock."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.ticks: list[tuple[float, str]] = []
+        self.lock = threading.Lock()
+
+    def callbacks(self) -> EngineCallbacks:
+        return EngineCallbacks(on_line=self.on_line, on_tick=lambda s, p: self.ticks.append((s, p)))
+
+    def on_line(self, line: str) -> None:
+        with self.lock:
+            self.lines.append(line)
+
+    def child_pid(self) -> int:
+        with self.lock:
+            found = [int(m.group(1)) for line in self.lines if (m := re.search(r"child pid=(\d+)", line))]
+        assert found, "fake engine did not report its child"
+        return found[0]
+
+
+def wait_for(predicate, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def assert_gone(pgid: int, *pids: int) -> None:
+    """No member of the group is left, not even a zombie, and neither are the given pids."""
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_ready_path_streams_prefixed_lines_and_stops_cleanly(tmp_path):
+    spec = make_spec(tmp_path, "--ready-after-s", "0.4", "--spawn-child")
+    recorder = Recorder()
+    with Supervisor(spec, recorder.callbacks()) as supervisor:
+        supervisor.start()
+        assert supervisor.wait_ready() == ["fake-model"]
+        wait_for(lambda: any("child pid=" in line for line in recorder.lines))
+        child = recorder.child_pid()
+        assert supervisor.stop() == 0
+    assert_gone(supervisor.pgid, child)
+
+    assert all(line.startswith(PREFIX) for line in recorder.lines)
+    assert f"{PREFIX}fake-engine: ready to serve" in recorder.lines
+    log_text = spec.log_path.read_text()
+    assert "\nfake-engine: ready to serve\n" in log_text and PREFIX not in log_text
+    assert "fake-engine: received SIGTERM, shutting down" in log_text
+    phases = [phase for _, phase in recorder.ticks]
+    assert phases and phases[0] == PHASE_HEALTH and set(phases) <= {PHASE_HEALTH, PHASE_MODELS}
+    assert all(b >= a for (a, _), (b, _) in zip(recorder.ticks, recorder.ticks[1:]))
+
+
+def test_api_key_is_sent_on_probes(tmp_path):
+    spec = make_spec(tmp_path, "--api-key", "sekrit", api_key="sekrit")
+    with Supervisor(spec) as supervisor:
+        supervisor.start()
+        assert supervisor.wait_ready() == ["fake-model"]
+        assert supervisor.stop() == 0
+    assert_gone(supervisor.pgid)
+
+
+def test_crash_during_startup_reports_exit_code_and_last_lines(tmp_path):
+    spec = make_spec(tmp_path, "--mode", "crash", "--ready-after-s", "0.2", "--spawn-child")
+    recorder = Recorder()
+    with Supervisor(spec, recorder.callbacks()) as supervisor:
+        supervisor.start()
+        started = time.monotonic()
+        with pytest.raises(EngineCrashed) as caught:
+            supervisor.wait_ready()
+        assert time.monotonic() - started < 5.0  # fails fast, long before ready_timeout_s
+    crash = caught.value
+    assert crash.returncode == 3 and crash.exit_code == 1
+    assert crash.last_lines[-1] == "fake-engine: RuntimeError: CUDA out of memory (pretend)"
+    assert "exited with code 3" in crash.message and "CUDA out of memory" in crash.message
+    assert str(spec.log_path) in crash.hint
+    assert_gone(supervisor.pgid, recorder.child_pid())
+
+
+def test_readiness_timeout_kills_a_group_that_ignores_sigterm(tmp_path):
+    spec = make_spec(
+        tmp_path, "--mode", "hang", "--spawn-child", "--child-ignores-sigterm", "--ignore-sigterm",
+        ready_timeout_s=0.8, stop_grace_s=0.5,
+    )
+    recorder = Recorder()
+    with Supervisor(spec, recorder.callbacks()) as supervisor:
+        supervisor.start()
+        with pytest.raises(ReadinessTimeout) as caught:
+            supervisor.wait_ready()
+        assert_gone(supervisor.pgid, recorder.child_pid())  # already, before __exit__
+    timeout = caught.value
+    assert timeout.phase == PHASE_HEALTH and timeout.timeout_s == 0.8
+    assert "still waiting on /health" in timeout.message
+    assert "fake-engine: listening on" in "\n".join(timeout.last_lines)
+    assert supervisor.process.returncode == -signal.SIGKILL
+
+
+def test_readiness_timeout_in_models_phase(tmp_path):
+    spec = make_spec(tmp_path, "--mode", "no-models", ready_timeout_s=0.6)
+    with Supervisor(spec) as supervisor:
+        supervisor.start()
+        with pytest.raises(ReadinessTimeout) as caught:
+            supervisor.wait_ready()
+    assert caught.value.phase == PHASE_MODELS
+    assert "still waiting on /v1/models" in caught.value.message
+    assert_gone(supervisor.pgid)
+
+
+def test_crash_while_serving_returns_the_engine_exit_code(tmp_path):
+    spec = make_spec(tmp_path, "--mode", "crash-after-ready", "--spawn-child")
+    recorder = Recorder()
+    previous = signal.getsignal(signal.SIGTERM)
+    with Supervisor(spec, recorder.callbacks()) as supervisor:
+        supervisor.start()
+        assert supervisor.wait_ready() == ["fake-model"]
+        assert supervisor.wait() == 5
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored after serving
+    assert_gone(supervisor.pgid, recorder.child_pid())
+
+
+def test_stop_request_escalates_to_sigkill_after_grace(tmp_path):
+    spec = make_spec(tmp_path, "--ignore-sigterm", "--spawn-child", stop_grace_s=0.5)
+    recorder = Recorder()
+    with Supervisor(spec, recorder.callbacks()) as supervisor:
+        supervisor.start()
+        supervisor.wait_ready()
+        # What the SIGTERM handler does, from another thread while wait() blocks.
+        threading.Timer(0.1, supervisor.request_stop).start()
+        started = time.monotonic()
+        assert supervisor.wait() == 128 + signal.SIGKILL
+        assert 0.5 <= time.monotonic() - started < 5.0
+    assert_gone(supervisor.pgid, recorder.child_pid())
+
+
+def test_exception_inside_the_block_kills_the_group(tmp_path):
+    spec = make_spec(tmp_path, "--spawn-child")
+    recorder = Recorder()
+    with pytest.raises(KeyError):
+        with Supervisor(spec, recorder.callbacks()) as supervisor:
+            supervisor.start()
+            supervisor.wait_ready()
+            raise KeyError("boom")
+    assert_gone(supervisor.pgid, recorder.child_pid())
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    import threading
+    from pathlib import Path
+    from qwen35.launcher.supervise import EngineCallbacks, EngineProcess, run_engine
+
+    port, log_path, *engine_args = sys.argv[1:]
+    spec = EngineProcess(
+        argv=[sys.executable, {engine!r}, "--port", port, *engine_args],
+        log_path=Path(log_path), log_prefix="[fake] ", base_url=f"http://127.0.0.1:{{port}}",
+        ready_timeout_s=10, poll_interval_s=0.05, stop_grace_s=2,
+    )
+    lock = threading.Lock()  # on_line runs on the log reader thread
+
+    def say(text):
+        with lock:
+            sys.stdout.write(text + "\\n")
+            sys.stdout.flush()
+
+    callbacks = EngineCallbacks(on_line=say, on_ready=lambda models: say(f"driver: ready {{models}}"))
+    sys.exit(run_engine(spec, callbacks))
+    """
+).format(engine=str(FAKE_ENGINE))
+
+
+def run_driver(tmp_path: Path, *engine_args: str) -> tuple[subprocess.Popen, queue.Queue]:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(free_port()), str(tmp_path / "engine.log"), *engine_args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in driver.stdout], daemon=True).start()
+    return driver, lines
+
+
+def stop_driver(driver: subprocess.Popen, pgid: int | None) -> None:
+    """After a failed test: a SIGKILLed driver cannot clean up, so kill its engine group too."""
+    driver.kill()
+    driver.wait()
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def read_until(lines: queue.Queue, pattern: str, timeout_s: float = 10.0) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while True:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no line matching {pattern!r}; driver said:\n" + "".join(seen))
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_the_launcher_while_serving_shuts_down_cleanly(tmp_path, signum):
+    driver, lines = run_driver(tmp_path, "--spawn-child")
+    pgid = None
+    try:
+        pgid = int(read_until(lines, r"pgid=(\d+)").group(1))
+        child = int(read_until(lines, r"child pid=(\d+)").group(1))
+        read_until(lines, r"driver: ready \['fake-model'\]")
+        driver.send_signal(signum)
+        assert driver.wait(timeout=10) == 0
+        read_until(lines, rf"received {signum.name}, shutting down", timeout_s=1)
+        assert_gone(pgid, child)
+    finally:
+        stop_driver(driver, pgid)
+
+
+def test_sigterm_during_startup_stops_the_engine(tmp_path):
+    driver, lines = run_driver(tmp_path, "--ready-after-s", "30", "--spawn-child")
+    pgid = None
+    try:
+        pgid = int(read_until(lines, r"pgid=(\d+)").group(1))
+        child = int(read_until(lines, r"child pid=(\d+)").group(1))
+        read_until(lines, r"listening on")
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=10) == 0
+        assert_gone(pgid, child)
+    finally:
+        stop_driver(driver, pgid)
+
+
+def test_exit_status_mapping():
+    assert exit_status(0, None) == 0
+    assert exit_status(7, None) == 7
+    assert exit_status(-signal.SIGKILL, None) == 137
+    assert exit_status(0, signal.SIGTERM) == 0
+    assert exit_status(-signal.SIGTERM, signal.SIGTERM) == 0
+    assert exit_status(128 + signal.SIGINT, signal.SIGINT) == 0
+    assert exit_status(-signal.SIGKILL, signal.SIGTERM) == 137
+    assert exit_status(1, signal.SIGTERM) == 1
+
+
+def test_local_base_url_reaches_wildcard_binds():
+    assert local_base_url("0.0.0.0", 30000) == "http://127.0.0.1:30000"
+    assert local_base_url("::", 8000) == "http://[::1]:8000"
+    assert local_base_url("fe80::1", 8000) == "http://[fe80::1]:8000"
+    assert local_base_url("gpu-node-3", 8000) == "http://gpu-node-3:8000"
+
+
+def test_api_key_is_redacted_in_the_log_header(tmp_path):
+    spec = make_spec(tmp_path, "--api-key", "sekrit", api_key="sekrit")
+    with Supervisor(spec) as supervisor:
+        supervisor.start()
+        supervisor.wait_ready()
+    header = spec.log_path.read_text().splitlines()[0]
+    assert header.startswith("# qwen35: ") and "--api-key REDACTED" in header and "sekrit" not in header
+    assert_gone(supervisor.pgid)
+
+
+def test_missing_engine_binary_is_a_clear_error(tmp_path):
+    spec = make_spec(tmp_path, argv=[str(tmp_path / "no-such-engine")])
+    with Supervisor(spec) as supervisor, pytest.raises(Qwen35Error, match="cannot start the engine"):
+        supervisor.start()
+
+
+def test_a_failing_line_callback_does_not_stall_the_engine(tmp_path):
+    def broken(line: str) -> None:
+        raise BrokenPipeError("stderr closed")
+
+    spec = make_spec(tmp_path, "--spawn-child")
+    with Supervisor(spec, EngineCallbacks(on_line=broken)) as supervisor:
+        supervisor.start()
+        assert supervisor.wait_ready() == ["fake-model"]
+        assert supervisor.stop() == 0
+    assert "fake-engine: ready to serve" in spec.log_path.read_text()
+    child = int(re.search(r"child pid=(\d+)", spec.log_path.read_text()).group(1))
+    assert_gone(supervisor.pgid, child)
