@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-from importlib import metadata
 
+from qwen35.planner.engines import versions
 from qwen35.planner.engines.settings import ServeSettings
 from qwen35.planner.plan import EngineCommand
 
@@ -29,17 +29,9 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def installed_version() -> str | None:
-    """The installed SGLang release, read from package metadata without importing sglang."""
-    try:
-        return metadata.version("sglang")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def resolve_version(requested: str | None) -> str:
     """Installed release if any, else the one asked for, else the newest known."""
-    return installed_version() or requested or NEWEST_KNOWN
+    return versions.resolve_version("sglang", requested, NEWEST_KNOWN)
 
 
 def mamba_flag(version: str) -> str:

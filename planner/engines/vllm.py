@@ -2,25 +2,17 @@
 from __future__ import annotations
 
 import json
-from importlib import metadata
 
+from qwen35.planner.engines import versions
 from qwen35.planner.engines.settings import ServeSettings
 from qwen35.planner.plan import EngineCommand
 
 NEWEST_KNOWN = "0.33.0"
 
 
-def installed_version() -> str | None:
-    """The installed vLLM release, read from package metadata without importing vllm."""
-    try:
-        return metadata.version("vllm")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def resolve_version(requested: str | None) -> str:
     """Installed release if any, else the one asked for, else the newest known."""
-    return installed_version() or requested or NEWEST_KNOWN
+    return versions.resolve_version("vllm", requested, NEWEST_KNOWN)
 
 
 def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], list[str]]:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from qwen35.planner.hardware.catalog import normalize_gfx_target
 from qwen35.planner.hardware.detect import LINK_UNKNOWN, DetectedGpu, VendorScan
+from qwen35.planner.hardware.vendor_library import VendorLibrary
 
 
 @dataclass(frozen=True)
@@ -29,22 +30,11 @@ class _Device:
     gfx_target: str | None
 
 
-class _Smi:
+class _Smi(VendorLibrary):
     """The injected amdsmi module plus its error type."""
 
     def __init__(self, module: Any):
-        self.module = module
-        self.error = getattr(module, "AmdSmiException", Exception)
-
-    def call(self, function: str, *args: Any, default: Any = None) -> Any:
-        """Call an amdsmi function; an amdsmi error or a missing function gives `default`."""
-        fn = getattr(self.module, function, None)
-        if fn is None:
-            return default
-        try:
-            return fn(*args)
-        except self.error:
-            return default
+        super().__init__(module, "AmdSmiException")
 
 
 def _hex_id(text: str) -> str:

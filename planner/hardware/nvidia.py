@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from qwen35.planner.hardware.detect import LINK_NONE, LINK_UNKNOWN, DetectedGpu, VendorScan
+from qwen35.planner.hardware.vendor_library import VendorLibrary
 
 # NVML constants, with the values nvidia-ml-py defines, for fakes that omit them.
 _ERROR_NO_PERMISSION = 4
@@ -67,26 +68,16 @@ def pci_bus_key(text: str) -> tuple[int, int, int, int] | None:
             int(match["fn"], 16))
 
 
-class _Nvml:
+class _Nvml(VendorLibrary):
     """The injected pynvml module plus its error type and constants."""
 
     def __init__(self, module: Any):
-        self.module = module
-        self.error = getattr(module, "NVMLError", Exception)
+        super().__init__(module, "NVMLError")
 
     def const(self, name: str, default: int) -> int:
         value = getattr(self.module, name, default)
         return value if isinstance(value, int) else default
 
-    def call(self, function: str, *args: Any, default: Any = None) -> Any:
-        """Call an NVML function; an NVML error or a missing function gives `default`."""
-        fn = getattr(self.module, function, None)
-        if fn is None:
-            return default
-        try:
-            return fn(*args)
-        except self.error:
-            return default
 
 
 def _init_failure(nvml: _Nvml, error: Exception) -> str:
