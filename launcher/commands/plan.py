@@ -65,32 +65,18 @@ def hardware_target(gpu: str, fallback: Optional[str]):
     return model.key, count, measured, notes
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-
-
-def _profile_file(spec: str):
-    from pathlib import Path
-
-    from qwen35.launcher.profiles import shipped_names, shipped_path
-
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    shipped = shipped_path(spec)
-    if shipped is None:
-        raise InputError(f"no profile file or shipped profile named '{spec}'",
-                         f"shipped profiles: {', '.join(shipped_names())}")
-    return shipped
+def option_given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option `name` (on the command line or through its environment variable)."""
+    # Compared by name: typer may carry its own copy of click's ParameterSource enum.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
     """The request to plan and the profile's extra args and env: --profile with the flags given on top, or the flags."""
     from dataclasses import replace
 
-    from qwen35.launcher.profiles import load_profile, to_plan_request
+    from qwen35.launcher.profiles import find_profile, load_profile, to_plan_request
     from qwen35.planner.plan import PlanRequest
 
     if values["mamba_ssm_dtype"] not in ("fp32", "bf16"):
@@ -100,10 +86,10 @@ def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
         raise InputError(f"unknown precision '{precision}'", "choose bf16, fp8 or nvfp4")
     values = {**values, "precision": {"fp4": "nvfp4"}.get(precision.lower(), precision.lower()) if precision else None}
     if profile:
-        loaded = load_profile(_profile_file(profile))
-        overrides = {name: values[name] for name in REQUEST_OPTIONS if _given(ctx, name)}
+        loaded = load_profile(find_profile(profile))
+        overrides = {name: values[name] for name in REQUEST_OPTIONS if option_given(ctx, name)}
         notes: list[str] = []
-        if _given(ctx, "gpu"):
+        if option_given(ctx, "gpu"):
             key, count, measured, notes = hardware_target(values["gpu"], values["fallback_gpu"])
             overrides.update(gpu=key, gpus_per_node=count, gpu_memory_bytes=measured)
         return replace(to_plan_request(loaded), **overrides), loaded.extra_args, loaded.env, notes
@@ -152,17 +138,21 @@ def plan_command(
     values = {name: value for name, value in locals().items() if name in REQUEST_OPTIONS}
     values.update(gpu=gpu, fallback_gpu=fallback_gpu)
     request, extra_args, env, notes = resolve_request(ctx, values, profile)
+    if emit == "k8s":
+        from qwen35.launcher.k8s import for_kubernetes
+
+        request = for_kubernetes(request)
     plan = plan_request(request, extra_args, env)
     for note in notes + plan.warnings:
         print(f"warning: {note}", file=sys.stderr)
     if emit == "k8s":
         _emit_k8s(plan, output)
     elif as_json:
-        print(json.dumps(plan_document(plan, extra_args, env), indent=2))
+        print(json.dumps(plan_document(plan), indent=2))
     elif as_yaml:
         import yaml
 
-        print(yaml.safe_dump(plan_document(plan, extra_args, env), sort_keys=False), end="")
+        print(yaml.safe_dump(plan_document(plan), sort_keys=False), end="")
     else:
         from rich.console import Console
 

@@ -1,0 +1,180 @@
+"""`qwen35 launch`: plan, check this machine, start the engine, wait until it serves, and stay with it."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from typing import Optional
+
+import typer
+
+from qwen35.launcher.commands.plan import REQUEST_OPTIONS, option_given, resolve_request
+from qwen35.planner.errors import InputError
+
+HELP = """Plan, check this machine, then start the engine and wait until it serves.
+
+The engine's log streams to stderr (prefixed) and to a log file; once /health and /v1/models
+answer, the endpoint is printed with a curl command and an openai-python snippet. Ctrl-C (or
+SIGTERM) stops the engine's whole process group; the exit code is the engine's.
+
+The API key never appears in a command line that qwen35 prints: a profile names the variable
+that holds it (serving.api_key_env) and launch passes its value to the engine as --api-key.
+QWEN35_ENGINE_EXECUTABLE, when set, runs in place of the engine program (`python3 -m
+sglang.launch_server`, `vllm serve`, `qwen35 serve`) with the same arguments.
+
+**Examples**
+
+```
+qwen35 launch --profile qwen35-9b-h100-bf16
+qwen35 launch --model Qwen3.5-27B --gpu auto --precision fp8
+qwen35 launch --profile qwen35-397b-a17b-h200-fp8 --dry-run --json
+qwen35 launch --profile qwen35-397b-a17b-h100-bf16 --dist-init-addr 10.0.0.1:20000 --node-rank 1
+qwen35 launch --profile qwen35-demo-cpu --log-file demo.log
+```
+"""
+
+_STATUS_MARK = {"ok": "ok", "warning": "warn", "skipped": "skip", "failed": "FAIL"}
+_LAST_LINES = 20
+
+
+def launch_command(
+    ctx: typer.Context,
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile YAML, shipped profile name, or a plan printed by `qwen35 plan --yaml`; flags given too override it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would run and the preflight results; start nothing."),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="For multi-node plans: the node this machine is (0 serves the API)."),
+    log_file: Optional[str] = typer.Option(None, "--log-file", help="Engine log file (default ~/.cache/qwen35/logs/MODEL-nodeRANK-TIME.log)."),
+    ready_timeout: float = typer.Option(1800.0, "--ready-timeout", help="Seconds to wait for /health and /v1/models."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the plan's commands and preflight results as JSON."),
+    # The planning flags, as `qwen35 plan` takes them (tests/launcher/test_launch.py keeps the two in step).
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, hub id or local checkpoint directory."),
+    gpu: str = typer.Option("auto", "--gpu", help="GPU target NAME[:COUNT], 'cpu' for the bundled runtime, or 'auto' to detect."),
+    fallback_gpu: Optional[str] = typer.Option(None, "--fallback-gpu", help="Target to use when --gpu auto finds no GPU."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes available."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp8 or nvfp4."),
+    engine: str = typer.Option("sglang", "--engine", help="sglang, vllm or bundled."),
+    engine_version: Optional[str] = typer.Option(None, "--engine-version", help="Engine release to render for when it is not installed."),
+    context_length: Optional[int] = typer.Option(None, "--context-length", help="Context length."),
+    strategy: str = typer.Option("throughput", "--strategy", help="throughput or latency."),
+    max_running_requests: Optional[int] = typer.Option(None, "--max-running-requests", help="Concurrent requests the plan must hold."),
+    mamba_strategy: Optional[str] = typer.Option(None, "--mamba-strategy", help="no_buffer or extra_buffer (SGLang)."),
+    mamba_ssm_dtype: str = typer.Option("fp32", "--mamba-ssm-dtype", help="Recurrent-state dtype: fp32 or bf16."),
+    host: str = typer.Option("0.0.0.0", "--host"),
+    port: int = typer.Option(30000, "--port"),
+    served_model_name: Optional[str] = typer.Option(None, "--served-model-name"),
+    dist_init_addr: Optional[str] = typer.Option(None, "--dist-init-addr", help="HOST:PORT of node 0 for multi-node plans."),
+) -> None:
+    """Plan, check this machine, start the engine and wait until it serves."""
+    from rich.console import Console
+
+    from qwen35.launcher import launch
+    from qwen35.launcher.profiles import plan_request
+
+    if as_json and not dry_run:
+        raise InputError("--json goes with --dry-run", "add --dry-run, or drop --json to launch")
+    values = {name: value for name, value in locals().items() if name in REQUEST_OPTIONS}
+    values.update(gpu=gpu, fallback_gpu=fallback_gpu)
+    request, extra_args, env, notes = resolve_request(ctx, values, profile)
+    plan = plan_request(request, extra_args, env)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    for note in notes + plan.warnings:
+        console.print(f"warning: {note}", markup=False)
+    launch.require_fit(plan)
+    command = launch.node_command(plan, node_rank, dry_run=dry_run)
+    # A named target (a profile's hardware, or --gpu NAME) may describe another machine.
+    detected = gpu.strip().lower() == "auto" and (profile is None or option_given(ctx, "gpu"))
+    checks = launch.run_preflight(plan, command, dry_run=dry_run, named_target=not detected)
+    if dry_run:
+        _print_dry_run(plan, command, checks, console, as_json, node_rank)
+        failure = launch.first_failure(checks)
+        if failure is not None:
+            raise typer.Exit(failure.exit_code)
+        return
+    _print_checks(checks, console)
+    failure = launch.first_failure(checks)
+    if failure is not None:
+        raise failure
+    raise typer.Exit(_run(plan, command, console, log_file, ready_timeout))
+
+
+def _print_checks(checks, console) -> None:
+    for check in checks:
+        style = {"failed": "red", "warning": "yellow"}.get(check.status, "")
+        mark = _STATUS_MARK[check.status]
+        console.print(f"preflight {check.name}: ", end="", markup=False)
+        console.print(f"{mark} - {check.detail}", style=style or None, markup=False)
+
+
+def _print_dry_run(plan, command, checks, console, as_json: bool, node_rank: Optional[int]) -> None:
+    if as_json:
+        typer.echo(json.dumps({"commands": [c.to_dict() for c in plan.commands],
+                               "preflight": [check.to_dict() for check in checks]}, indent=2))
+        return
+    for each in plan.commands:
+        label = f"node {each.node_rank}" + (" (this node)" if node_rank == each.node_rank else "")
+        if len(plan.commands) > 1:
+            typer.echo(f"# {label}")
+        typer.echo(each.shell())
+    if plan.request.api_key_env:
+        typer.echo(f"# plus --api-key from ${plan.request.api_key_env} (not shown)")
+    _print_checks(checks, console)
+
+
+def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) -> int:
+    """Start the engine under supervision; return the exit code to leave with."""
+    from pathlib import Path
+
+    from qwen35.launcher import launch
+    from qwen35.launcher.readiness import PHASE_ENDPOINTS
+    from qwen35.launcher.supervise import EngineCallbacks, EngineCrashed, EngineProcess, ReadinessTimeout, Supervisor
+
+    api_key = os.environ.get(plan.request.api_key_env) if plan.request.api_key_env else None
+    argv = launch.engine_argv(command, plan.engine) + (["--api-key", api_key] if api_key else [])
+    log_path = Path(log_file) if log_file else launch.default_log_path(plan, command.node_rank)
+    multi = len(plan.commands) > 1
+    spec = EngineProcess(
+        argv=argv, env=command.env, log_path=log_path,
+        log_prefix=f"[{plan.engine}{f' node {command.node_rank}' if multi else ''}] ",
+        base_url=launch.base_url(plan), api_key=api_key, ready_timeout_s=ready_timeout, poll_interval_s=0.25,
+    )
+    shown = shlex.join(launch.engine_argv(command, plan.engine))  # without the key
+    console.print(f"starting {plan.engine}: {shown}", markup=False)
+    console.print(f"log: {log_path}", markup=False)
+    if multi:
+        for other in plan.commands:
+            if other.node_rank != command.node_rank:
+                console.print(f"node {other.node_rank} runs: {other.shell()}", markup=False)
+    callbacks = EngineCallbacks(on_line=lambda line: console.print(line, markup=False, soft_wrap=True))
+    with Supervisor(spec, callbacks) as supervisor, supervisor.forwarding_signals():
+        supervisor.start()
+        if command.node_rank != 0:
+            console.print(f"node {command.node_rank} started; node 0 serves the API", markup=False)
+            return supervisor.wait()
+        try:
+            with console.status(f"waiting for {plan.engine} to load {plan.model}") as status:
+                callbacks.on_tick = lambda elapsed, phase: status.update(
+                    f"waiting for {plan.engine}: {PHASE_ENDPOINTS.get(phase, phase)} ({elapsed:.0f} s)")
+                models = supervisor.wait_ready()
+        except (EngineCrashed, ReadinessTimeout) as error:
+            _show_tail(error.last_lines, error.log_path, console)
+            raise
+        if models is None:  # a stop arrived while it was starting
+            return supervisor.wait()
+        model_id = models[0] if models else (plan.request.served_model_name or plan.model)
+        url = launch.base_url(plan)
+        typer.echo(f"{model_id} is ready at {url}/v1 ({plan.engine} {plan.engine_version}); Ctrl-C stops it.\n")
+        typer.echo(launch.client_snippets(url, model_id, plan.request.api_key_env))
+        return supervisor.wait()
+
+
+def _show_tail(lines: list[str], log_path, console) -> None:
+    tail = lines[-_LAST_LINES:]
+    if not tail:
+        return
+    console.print(f"--- last {len(tail)} lines of the engine log ({log_path}) ---", markup=False)
+    for line in tail:
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `launch` to the CLI."""
+    app.command("launch", help=HELP)(launch_command)

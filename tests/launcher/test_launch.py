@@ -1,0 +1,318 @@
+"""`qwen35 launch` as a user runs it, with tests/launcher/fake_engine.py standing in for the engine.
+
+QWEN35_ENGINE_EXECUTABLE points launch at a small shim that takes the engine's real arguments,
+keeps the ones the stand-in understands and execs it, so the whole path (plan, preflight,
+supervision, readiness, banner, signals, exit code) runs as it would with SGLang.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from qwen35.launcher import launch
+from qwen35.launcher.profiles import load_profile, plan_profile, plan_request, shipped_path, to_plan_request
+from qwen35.planner.errors import InputError
+from qwen35.planner.models.registry import registry_config_json
+from qwen35.planner.plan import EngineCommand
+
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+QWEN35 = [sys.executable, "-m", "qwen35.launcher.cli"]
+API_KEY = "sk-test-not-printed-4242"
+SHIM = """
+import argparse, os, sys
+parser = argparse.ArgumentParser()
+for flag in ("--host", "--port", "--served-model-name", "--api-key"):
+    parser.add_argument(flag, default="")
+known, _ = parser.parse_known_args()
+os.execv(sys.executable, [sys.executable, {fake!r}, "--host", known.host, "--port", known.port,
+                          "--model", known.served_model_name, "--api-key", known.api_key,
+                          "--mode", os.environ.get("FAKE_ENGINE_MODE", "ready")])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A local checkpoint, a profile for it with an API key variable, and the engine shim."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(registry_config_json("Qwen3.5-0.8B")))
+    shim = tmp_path / "shim.py"
+    shim.write_text(SHIM.format(fake=str(FAKE_ENGINE)))
+    port = free_port()
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(textwrap.dedent(f"""
+        version: 1
+        model: {model}
+        hardware: {{gpu: H100, count: 1}}
+        serving:
+          host: 127.0.0.1
+          port: {port}
+          served_model_name: tiny
+          api_key_env: QWEN35_TEST_API_KEY
+        """))
+    env = {**os.environ, "QWEN35_ENGINE_EXECUTABLE": f"{sys.executable} {shim}", "QWEN35_TEST_API_KEY": API_KEY,
+           "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("QWEN35_DEBUG", None)
+    return {"profile": profile, "port": port, "env": env, "log": tmp_path / "engine.log", "tmp": tmp_path}
+
+
+class Launch:
+    """A running `qwen35 launch` whose stdout and stderr are collected by reader threads."""
+
+    def __init__(self, args: list[str], env: dict, cwd: Path | None = None):
+        self.process = subprocess.Popen([*QWEN35, "launch", *args], env=env, cwd=cwd, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.lines: queue.Queue = queue.Queue()
+        for stream, sink in ((self.process.stdout, self.out), (self.process.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
+
+    def _read(self, stream, sink) -> None:
+        for line in stream:
+            sink.append(line)
+            self.lines.put(line)
+
+    def wait_for_output(self, text: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.out + self.err):
+            assert self.process.poll() is None, f"launch exited {self.process.returncode}: {''.join(self.err)}"
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s: {''.join(self.err)}"
+            try:
+                self.lines.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+    def finish(self, timeout_s: float = 30.0) -> int:
+        code = self.process.wait(timeout=timeout_s)
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code
+
+    def engine_pgid(self) -> int | None:
+        found = [m for line in self.err if (m := re.search(r"fake-engine: starting pid=\d+ pgid=(\d+)", line))]
+        return int(found[0].group(1)) if found else None
+
+    def kill_everything(self) -> None:
+        """Teardown: nothing this test started may survive it, whatever happened."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        pgid = self.engine_pgid()
+        if pgid is not None:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def launches():
+    started: list[Launch] = []
+    yield lambda *args, **kw: started.append(Launch(*args, **kw)) or started[-1]
+    for each in started:
+        each.kill_everything()
+
+
+def get(url: str, key: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_ready_serves_prints_endpoint_and_stops_on_sigint(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--ready-timeout", "30"], setup["env"])
+    run.wait_for_output("is ready at")
+    base = f"http://127.0.0.1:{setup['port']}"
+    assert get(f"{base}/v1/models") == 401  # the key from QWEN35_TEST_API_KEY reached the engine
+    assert get(f"{base}/v1/models", API_KEY) == 200
+    run.process.send_signal(signal.SIGINT)
+    assert run.finish() == 0
+    out, err = "".join(run.out), "".join(run.err)
+    assert f"tiny is ready at {base}/v1" in out
+    assert f"curl {base}/v1/chat/completions" in out and 'Bearer $QWEN35_TEST_API_KEY' in out
+    assert 'OpenAI(base_url="' + base + '/v1", api_key=os.environ["QWEN35_TEST_API_KEY"])' in out
+    assert "[sglang] fake-engine: ready to serve" in err  # the log streams to stderr, prefixed
+    assert "preflight port: ok" in err and "preflight engine: skip" in err
+    log = setup["log"].read_text()
+    assert "fake-engine: received SIGINT" in log and "[sglang]" not in log
+    assert API_KEY not in out + err + log  # the key is passed, never printed
+    assert group_gone(run.engine_pgid())
+
+
+def test_engine_exit_after_ready_is_our_exit_code(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
+                   {**setup["env"], "FAKE_ENGINE_MODE": "crash-after-ready"})
+    assert run.finish() == 5  # the stand-in's CRASH_AFTER_READY_CODE
+    assert "is ready at" in "".join(run.out)
+    assert group_gone(run.engine_pgid())
+
+
+def test_crash_during_startup_shows_the_last_lines_and_exits_1(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
+                   {**setup["env"], "FAKE_ENGINE_MODE": "crash"})
+    assert run.finish() == 1
+    err = "".join(run.err)
+    assert "--- last " in err and "lines of the engine log" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: engine exited with code 3 during start-up") and "CUDA out of memory" in last
+    assert str(setup["log"]) in last and not "".join(run.out)
+    assert group_gone(run.engine_pgid())
+
+
+def test_readiness_timeout_stops_the_engine_and_exits_1(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--ready-timeout", "1"],
+                   {**setup["env"], "FAKE_ENGINE_MODE": "hang"})
+    assert run.finish() == 1
+    last = "".join(run.err).strip().splitlines()[-1]
+    assert last.startswith("error: engine not ready after 1 s") and "health" in last, last
+    assert "fake-engine: listening" in "".join(run.err)  # the last log lines are shown
+    assert group_gone(run.engine_pgid())
+
+
+def test_port_taken_stops_before_starting_anything(setup, launches):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", setup["port"]))
+        holder.listen()
+        run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])], setup["env"])
+        code = run.finish()
+    err = "".join(run.err)
+    assert code == 2, err
+    assert "preflight port: FAIL" in err and f"error: port {setup['port']} on 127.0.0.1 is already in use" in err
+    assert not setup["log"].exists() and run.engine_pgid() is None
+
+
+def test_dry_run_json_is_the_plans_commands_plus_preflight(setup, launches):
+    args = ["--profile", "qwen35-397b-a17b-h100-bf16", "--dist-init-addr", "10.0.0.1:20000",
+            "--port", str(setup["port"]), "--dry-run", "--json"]
+    run = launches(args, {**setup["env"], "HF_HUB_OFFLINE": "0", "HF_HOME": str(setup["tmp"] / "hf")})
+    code = run.finish()
+    assert code == 0, "".join(run.err)
+    printed = json.loads("".join(run.out))
+    from dataclasses import replace
+
+    request = replace(to_plan_request(load_profile(shipped_path("qwen35-397b-a17b-h100-bf16"))),
+                      dist_init_addr="10.0.0.1:20000", port=setup["port"])
+    assert printed["commands"] == [command.to_dict() for command in plan_request(request).commands]
+    checks = {check["check"]: check["status"] for check in printed["preflight"]}
+    assert checks == {"engine": "skipped", "gpus": "skipped", "model": "warning", "port": "ok", "dist_init_addr": "ok"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed here")
+def test_dry_run_reports_a_missing_engine_with_its_install_command(setup, launches):
+    env = {k: v for k, v in setup["env"].items() if k != "QWEN35_ENGINE_EXECUTABLE"}
+    run = launches(["--profile", str(setup["profile"]), "--dry-run", "--json"], env)
+    assert run.finish() == 1
+    engine = json.loads("".join(run.out))["preflight"][0]
+    assert engine["check"] == "engine" and engine["status"] == "failed" and 'pip install "sglang[all]"' in engine["detail"]
+
+
+def test_cpu_demo_dry_run_runs_the_bundled_runtime_on_cpu(setup, launches):
+    demo = setup["tmp"] / "demo-model"
+    demo.mkdir()
+    (demo / "config.json").write_text(json.dumps(registry_config_json("Qwen3.5-0.8B")))
+    run = launches(["--profile", "qwen35-demo-cpu", "--port", str(setup["port"]), "--dry-run"], setup["env"], cwd=setup["tmp"])
+    assert run.finish() == 0, "".join(run.err)
+    line = "".join(run.out).strip().splitlines()[0]
+    assert line.startswith("qwen35 serve --model demo-model") and "--device cpu" in line
+    assert "preflight gpus: skip - cpu target" in "".join(run.err)
+
+
+def test_multi_node_plans_need_a_node_rank_and_name_the_others():
+    plan = plan_profile(load_profile(shipped_path("qwen35-397b-a17b-h100-bf16")))
+    with pytest.raises(InputError, match="spans 2 nodes"):
+        launch.node_command(plan, None)
+    assert launch.node_command(plan, None, dry_run=True).node_rank == 0
+    assert launch.node_command(plan, 1).argv[-3:] == ["1", "--dist-init-addr", "NODE0_IP:20000"]
+    with pytest.raises(InputError, match="outside"):
+        launch.node_command(plan, 2)
+    checks = launch.run_preflight(plan, plan.commands[1], dry_run=True, named_target=True, env={})
+    status = {check.name: check for check in checks}
+    assert status["port"].status == "skipped" and "does not serve HTTP" in status["port"].detail
+    assert status["dist_init_addr"].status == "failed" and isinstance(status["dist_init_addr"].error, InputError)
+
+
+def test_engine_argv_uses_this_environment_or_the_override():
+    sglang = EngineCommand(0, ["python3", "-m", "sglang.launch_server", "--port", "1"], {})
+    assert launch.engine_argv(sglang, "sglang", env={}) == [sys.executable, "-m", "sglang.launch_server", "--port", "1"]
+    assert launch.engine_argv(sglang, "sglang", env={"QWEN35_ENGINE_EXECUTABLE": "/opt/py -m sglang.launch_server"}) == \
+        ["/opt/py", "-m", "sglang.launch_server", "--port", "1"]
+    bundled = EngineCommand(0, ["qwen35", "serve", "--model", "m"], {})
+    assert launch.engine_argv(bundled, "bundled", env={})[:4] == [sys.executable, "-m", "qwen35.launcher.cli", "serve"]
+
+
+def test_launch_takes_every_planning_flag_that_plan_takes():
+    import typer
+
+    from qwen35.launcher.cli import app
+
+    commands = typer.main.get_command(app).commands
+    plan_only = {"emit", "output", "as_json", "as_yaml", "explain"}
+    plan_flags = {param.name for param in commands["plan"].params} - plan_only
+    assert plan_flags <= {param.name for param in commands["launch"].params}
+
+
+def fake_report(name: str, count: int):
+    from qwen35.planner.hardware.catalog import lookup_gpu
+    from qwen35.planner.hardware.detect import DetectedGpu, HardwareReport
+
+    model = lookup_gpu(name)
+    gpus = tuple(DetectedGpu(index=i, physical_index=i, vendor=model.vendor, name=model.marketing_name, uuid=f"GPU-{i}",
+                             pci_bus_id=f"0000:{i:02x}:00.0", memory_total_bytes=model.memory_bytes, model=model)
+                 for i in range(count))
+    return HardwareReport(gpus=gpus, vendor=model.vendor if gpus else None, source="nvml" if gpus else "none",
+                          driver_version=None, cuda_driver_version=None, links=(), all_pairs_linked=None,
+                          visibility=None, warnings=() if gpus else ("NVML not found",))
+
+
+@pytest.mark.parametrize("found, count, status, says", [
+    ("H100", 8, "ok", "8 x NVIDIA H100 80GB"),
+    ("H100", 4, "failed", "needs 8 x H100 on this node; 4 GPU(s) are visible"),
+    ("L40S", 8, "failed", "smallest visible GPU has"),
+    ("H200", 8, "warning", "planned for H100, found 8 x NVIDIA H200"),
+    ("H100", 0, "warning", "no GPU detected (NVML not found)"),
+])
+def test_gpu_preflight_compares_the_detected_gpus_with_the_plan(monkeypatch, found, count, status, says):
+    import qwen35.planner.hardware.detect as detect
+
+    monkeypatch.setattr(detect, "detect_hardware", lambda: fake_report(found, count))
+    plan = plan_profile(load_profile(shipped_path("qwen35-397b-a17b-h100-fp8")))
+    checks = {check.name: check for check in launch.run_preflight(plan, plan.commands[0], dry_run=False,
+                                                                  named_target=True, env={})}
+    assert checks["gpus"].status == status and says in checks["gpus"].detail, checks["gpus"].detail
+    dry = {check.name: check for check in launch.run_preflight(plan, plan.commands[0], dry_run=True,
+                                                               named_target=True, env={})}
+    assert dry["gpus"].status == "skipped"  # a named target may be another machine
