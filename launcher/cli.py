@@ -49,13 +49,14 @@ def main() -> None:
         sys.exit(done.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as error:  # click's usage errors and friends
-        import click
+    except Exception as error:
+        # typer ships its own copy of click: usage errors are its ClickException subclasses.
+        from typer._click import exceptions as click_errors
 
-        if isinstance(error, click.exceptions.ClickException):
+        if isinstance(error, click_errors.ClickException):
             error.show()
-            sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
-        if isinstance(error, click.exceptions.Abort):
+            sys.exit(2 if isinstance(error, click_errors.UsageError) else error.exit_code)
+        if isinstance(error, typer.Abort):
             sys.exit(130)
         raise
 

@@ -107,3 +107,9 @@ def test_plan_json_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "TORCH=False" in done.stderr
     assert json.loads(done.stdout)["fits"] is True
+
+
+def test_unknown_option_is_a_usage_error_not_a_traceback():
+    done = run("plan", "--bogus")
+    assert done.returncode == 2
+    assert "No such option" in done.stderr and "Traceback" not in done.stderr
