@@ -222,3 +222,25 @@ def full_context_requests(kv_tokens: int, context_length: int, state_slots: int,
         f"min({kv_tokens} KV tokens // {context_length} context = {by_kv}, "
         f"{state_slots} slots // {slots_per_request}) = {value}",
     )
+
+
+def slot_pools(rest_bytes: float, state_per_slot: float, kv_per_token: float, wanted_slots: int,
+               context_length: int) -> tuple[Figure, Figure]:
+    """Fixed state slots (one per running sequence) and a KV pool, as vLLM and the bundled runtime hold them.
+
+    As many of the wanted slots as leave room for one full-context request's KV; the rest is KV.
+    The bundled runtime's allocator sizes its pools with this same function.
+    """
+    if rest_bytes <= 0:
+        return (Figure("state_slots", 0, "slots", "no memory left after weights"),
+                Figure("kv_tokens", 0, "tokens", "no memory left after weights"))
+    room = rest_bytes - context_length * kv_per_token
+    slots = max(0, min(wanted_slots, int(room // state_per_slot))) if room > 0 else 0
+    tokens = int((rest_bytes - slots * state_per_slot) // kv_per_token)
+    return (
+        Figure("state_slots", slots, "slots",
+               f"min({wanted_slots} wanted, ({human_bytes(rest_bytes)} - {context_length} x {int(kv_per_token)} B "
+               f"for one full context) / {human_bytes(state_per_slot)}) = {slots}"),
+        Figure("kv_tokens", tokens, "tokens",
+               f"({human_bytes(rest_bytes)} - {slots} x {human_bytes(state_per_slot)}) / {int(kv_per_token)} B = {tokens}"),
+    )

@@ -175,14 +175,14 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
                               f"working set = {human_bytes(static)}"))
         wanted = request.max_running_requests or DEFAULT_MAX_SEQS[engine]
         rest = static - weights.value
-        # Each running sequence owns one state slot; what is left holds KV tokens.
-        slots = max(0, min(wanted, int(rest * 0.5 // state.value))) if rest > 0 else 0
-        kv_tokens = int((rest - slots * state.value) // kv_token.value) if rest > 0 else 0
+        figures.append(Figure("kv_and_state_budget_per_gpu", rest, "bytes",
+                              f"static {human_bytes(static)} - weights {human_bytes(weights.value)} = {human_bytes(rest)}"))
+        slots_fig, tokens_fig = memory.slot_pools(rest, state.value, kv_token.value, wanted, context)
+        slots, kv_tokens = slots_fig.value, tokens_fig.value
         running = slots
+        figures += [slots_fig, tokens_fig]
         running_fig = Figure("max_running_requests", running, "requests",
-                             f"min({wanted} wanted, half of {human_bytes(max(rest, 0))} / {human_bytes(state.value)} per state slot) = {running}")
-        figures.append(Figure("kv_tokens", kv_tokens, "tokens",
-                              f"({human_bytes(max(rest, 0))} - {slots} x {human_bytes(state.value)}) / {int(kv_token.value)} B = {kv_tokens}"))
+                             f"one state slot per running sequence = {running}")
     figures.append(running_fig)
     full = memory.full_context_requests(max(kv_tokens, 0), context, slots, per_request)
     figures.append(full)
