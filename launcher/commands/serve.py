@@ -1,0 +1,76 @@
+"""`qwen35 serve`: run the bundled runtime as an OpenAI-compatible HTTP server."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+HELP = """Serve a Qwen3.5 checkpoint with the bundled runtime behind an OpenAI-compatible API.
+
+Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
+GET /metrics (Prometheus). Reasoning comes back as `reasoning_content`; tool calls in the
+qwen3_coder format come back as OpenAI `tool_calls`. Logs go to stderr.
+
+**Examples**
+
+```
+qwen35 demo-model ./qwen35-demo
+qwen35 serve --model ./qwen35-demo
+qwen35 serve --model Qwen/Qwen3.5-0.8B --device cuda --port 8000
+QWEN35_API_KEY=secret qwen35 serve --model ./ckpt --max-running-requests 16
+curl http://127.0.0.1:8000/v1/chat/completions \\
+  -H 'Content-Type: application/json' \\
+  -d '{"messages": [{"role": "user", "content": "Hello"}]}'
+```
+"""
+
+
+def serve(
+    model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory or hub id (from the local HF cache)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, "--port", help="TCP port (0 picks a free one)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32."),
+    served_model_name: Optional[List[str]] = typer.Option(
+        None, "--served-model-name", help="Name(s) clients use in `model` (default: the --model value)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="QWEN35_API_KEY",
+                                          help="Require `Authorization: Bearer KEY` on /v1 (env QWEN35_API_KEY)."),
+    max_model_len: Optional[int] = typer.Option(
+        None, "--max-model-len", help="Context per request in tokens (default 8192 on CPU, 32768 on GPU)."),
+    max_running_requests: int = typer.Option(8, "--max-running-requests", help="Requests decoded together."),
+    max_queue: int = typer.Option(256, "--max-queue", help="Requests waiting beyond those; more get 503."),
+    request_timeout: float = typer.Option(600.0, "--request-timeout", help="Seconds a request may take in all."),
+    seed: int = typer.Option(0, "--seed", help="Seed for requests that do not set their own."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve a Qwen3.5 checkpoint over an OpenAI-compatible HTTP API."""
+    from qwen35.runtime.server.launch import ServeOptions, bind_socket, build_app, run_app
+
+    options = ServeOptions(model=model, host=host, port=port, device=device, dtype=dtype,
+                           served_model_names=list(served_model_name or []), api_key=api_key or None,
+                           max_model_len=max_model_len, max_running_requests=max_running_requests,
+                           max_queue=max_queue, request_timeout=request_timeout, seed=seed)
+    options.validate()
+    sock = bind_socket(host, port)
+    app, summary = build_app(options, progress=sys.stderr.isatty())
+    bound_port = sock.getsockname()[1]
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
+    base = f"http://{shown_host}:{bound_port}/v1"
+    auth = ' -H "Authorization: Bearer $QWEN35_API_KEY"' if options.api_key else ""
+    print(f"serving {summary['model']} ({summary['device']}, {summary['dtype']}, context "
+          f"{summary['max_model_len']}, {summary['max_running_requests']} concurrent) at {base}\n"
+          f"  try: curl {base}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
+          f"         -d '{{\"model\": \"{summary['model']}\", \"messages\": [{{\"role\": \"user\", "
+          f"\"content\": \"Hello\"}}]}}'\n"
+          f"  or:  OpenAI(base_url=\"{base}\", api_key=\"{'<your key>' if options.api_key else 'none'}\")\n"
+          f"  metrics at {base[:-3]}/metrics; Ctrl+C stops", file=sys.stderr, flush=True)
+    if os.environ.get("QWEN35_DEBUG"):
+        log_level = "debug"
+    run_app(app, sock, log_level)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` to the CLI."""
+    app.command("serve", help=HELP)(serve)

@@ -1,0 +1,360 @@
+"""The serving engine: one asyncio task batches every client's sequences through the model.
+
+Each step is schedule -> run the model (prompt chunks, then one batched decode) -> sample
+-> detokenize, with the model work in a single worker thread so the event loop keeps
+answering HTTP while a step runs. Scheduler state is touched only on the event loop: an
+abort that arrives while a step is in flight takes effect when the step returns, so a row
+is never freed under the model's feet.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Protocol
+
+import torch
+
+from qwen35.runtime.engine.detokenize import IncrementalDetokenizer, StopMatcher
+from qwen35.runtime.engine.runner import ModelRunner
+from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams, TokenHistory, sample
+from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, SchedulerConfig
+from qwen35.runtime.engine.scheduler import Sequence as ScheduledSequence
+
+logger = logging.getLogger("qwen35.engine")
+
+__all__ = ["AsyncEngine", "EngineConfig", "EngineObserver", "GenerationOutput", "QueueFull",
+           "RequestHandle", "TokenLogprob"]
+
+
+@dataclass
+class EngineConfig:
+    """Engine capacity: concurrent sequences (cache rows), queue bound, context, prefill chunking."""
+
+    max_running_requests: int = 16
+    max_queue: int = 256
+    max_model_len: int = 4096
+    prefill_chunk_size: int = 256
+    max_prefill_tokens: int = 512
+    seed: int = 0
+
+    def scheduler_config(self) -> SchedulerConfig:
+        """The scheduler's view of these limits."""
+        return SchedulerConfig(max_running=self.max_running_requests, max_waiting=self.max_queue,
+                               max_model_len=self.max_model_len, prefill_chunk_size=self.prefill_chunk_size,
+                               max_prefill_tokens=self.max_prefill_tokens)
+
+
+@dataclass
+class TokenLogprob:
+    """A generated token's raw logprob and the most likely alternatives at its position."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationOutput:
+    """What one step adds to one sequence; the last one of a sequence has a finish_reason."""
+
+    token_ids: list[int]
+    text: str
+    num_prompt_tokens: int
+    num_generated_tokens: int  # so far, this step's included
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # stop, length, abort, error
+    stop_reason: int | str | None = None  # the stop token id or string that matched
+    error: str | None = None
+
+
+class EngineObserver(Protocol):
+    """Receives per-token timings and counts (the server's metrics implement it)."""
+
+    def on_prompt(self, num_tokens: int) -> None:
+        """A prompt has been prefilled."""
+
+    def on_token(self, seconds_since_previous: float, first: bool) -> None:
+        """A token was delivered: time since arrival (first) or since the previous token."""
+
+
+class RequestHandle:
+    """One sequence's stream of GenerationOutputs; iterate it, or abort it."""
+
+    def __init__(self, engine: AsyncEngine, seq: ScheduledSequence):
+        self.engine = engine
+        self.seq = seq
+        self.arrival = time.monotonic()
+        self.last_token_time: float | None = None
+        self.done = False  # the engine has sent the last output (it may still sit in the queue)
+        self.finished = False  # the reader has taken the last output
+        self._outputs: asyncio.Queue[GenerationOutput] = asyncio.Queue()
+
+    @property
+    def seq_id(self) -> int:
+        """The engine's id for this sequence."""
+        return self.seq.seq_id
+
+    def __aiter__(self) -> AsyncIterator[GenerationOutput]:
+        return self
+
+    async def __anext__(self) -> GenerationOutput:
+        if self.finished and self._outputs.empty():
+            raise StopAsyncIteration
+        output = await self._outputs.get()
+        if output.finish_reason is not None:
+            self.finished = True
+        return output
+
+    def abort(self) -> None:
+        """Stop generating and free the sequence's row (no-op once finished)."""
+        self.engine.abort(self)
+
+    def _put(self, output: GenerationOutput) -> None:
+        if output.finish_reason is not None:
+            self.done = True
+        self._outputs.put_nowait(output)
+
+
+class _Generation:
+    """Worker-side progress of one sequence: detokenizer, stop matching, finish decision."""
+
+    def __init__(self, seq: ScheduledSequence, params: SamplingParams, stop_ids: frozenset[int],
+                 detokenizer: IncrementalDetokenizer | None):
+        self.seq = seq
+        self.params = params
+        self.stop_ids = stop_ids
+        self.detokenizer = detokenizer
+        self.matcher = StopMatcher(params.stop)
+
+    def add(self, token_id: int, logprob: TokenLogprob | None) -> GenerationOutput:
+        """Take one sampled token; return the step's output for this sequence."""
+        seq = self.seq
+        seq.output_ids.append(token_id)
+        text, finish, stop_reason = "", None, None
+        if token_id in self.stop_ids:
+            finish, stop_reason = "stop", token_id
+        elif self.detokenizer is not None:
+            text = self.matcher.feed(self.detokenizer.feed(token_id))
+            if self.matcher.stopped:
+                finish, stop_reason = "stop", self.matcher.matched
+        if finish is None and len(seq.output_ids) >= seq.max_tokens:
+            finish = "length"
+        if finish is not None and self.detokenizer is not None and not self.matcher.stopped:
+            text += self.matcher.feed(self.detokenizer.flush())
+            text += self.matcher.flush()
+            if self.matcher.stopped:
+                finish, stop_reason = "stop", self.matcher.matched
+        return GenerationOutput([token_id], text, len(seq.prompt_ids), len(seq.output_ids),
+                                [logprob] if logprob is not None else None, finish, stop_reason)
+
+
+class AsyncEngine:
+    """Continuous-batching engine over a ModelRunner; `submit` sequences, iterate their handles."""
+
+    def __init__(self, runner: ModelRunner, tokenizer=None, config: EngineConfig | None = None,
+                 eos_token_ids: Sequence[int] = (), observer: EngineObserver | None = None):
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.config = config or EngineConfig()
+        if self.config.max_running_requests > runner.num_rows:
+            raise ValueError(f"max_running_requests {self.config.max_running_requests} exceeds the "
+                             f"runner's {runner.num_rows} cache rows")
+        if self.config.max_model_len > runner.max_len:
+            raise ValueError(f"max_model_len {self.config.max_model_len} exceeds the runner's {runner.max_len}")
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.observer = observer
+        self.scheduler = Scheduler(self.config.scheduler_config())
+        self.history = TokenHistory(runner.num_rows, runner.vocab_size, device=runner.device)
+        self.generator = torch.Generator(runner.device).manual_seed(self.config.seed)
+        self.steps = 0
+        self._ids = count()
+        self._handles: dict[int, RequestHandle] = {}
+        self._generations: dict[int, _Generation] = {}
+        self._pending_aborts: set[int] = set()
+        self._in_flight = False
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the background loop is alive."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def num_running(self) -> int:
+        """Sequences holding a cache row."""
+        return self.scheduler.num_running
+
+    @property
+    def num_waiting(self) -> int:
+        """Sequences queued for a row."""
+        return self.scheduler.num_waiting
+
+    async def start(self) -> None:
+        """Start the background loop on the running event loop."""
+        if self._task is not None:
+            return
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="qwen35-engine")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="qwen35-engine-loop")
+
+    async def stop(self) -> None:
+        """Stop the loop, end every open stream with an abort, and release the worker thread."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+        for handle in list(self._handles.values()):
+            self._retire(handle, "abort", "the server is shutting down")
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def check_fits(self, prompt_len: int, max_tokens: int) -> None:
+        """Raise ValueError if a prompt plus max_tokens cannot fit the context."""
+        self.scheduler.check_fits(prompt_len, max_tokens)
+
+    def submit(self, prompt_ids: Sequence[int], params: Sequence[SamplingParams],
+               skip_special_tokens: bool = True) -> list[RequestHandle]:
+        """Queue one sequence per SamplingParams, all or none (QueueFull); call on the loop."""
+        if self._task is None:
+            raise RuntimeError("the engine is not running: await engine.start() first")
+        prompt = [int(t) for t in prompt_ids]
+        for p in params:
+            p.validate()
+        sequences = [ScheduledSequence(next(self._ids), prompt, p.max_tokens) for p in params]
+        self.scheduler.add(sequences)
+        handles = []
+        for seq, p in zip(sequences, params):
+            stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else self.eos_token_ids)
+            detokenizer = (IncrementalDetokenizer(self.tokenizer.backend, skip_special_tokens)
+                           if self.tokenizer is not None else None)
+            self._generations[seq.seq_id] = _Generation(seq, p, stop_ids, detokenizer)
+            handle = RequestHandle(self, seq)
+            self._handles[seq.seq_id] = handle
+            handles.append(handle)
+        self._wakeup.set()
+        return handles
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[GenerationOutput]:
+        """Submit one sequence and yield its outputs; leaving early aborts it."""
+        (handle,) = self.submit(prompt_ids, [params])
+        try:
+            async for output in handle:
+                yield output
+        finally:
+            handle.abort()
+
+    def abort(self, handle: RequestHandle) -> None:
+        """End a sequence early; its row is freed now, or when the step in flight returns."""
+        if handle.done or handle.seq_id not in self._handles:
+            return
+        if self._in_flight and handle.seq.row is not None:
+            self._pending_aborts.add(handle.seq_id)
+            return
+        self._retire(handle, "abort")
+
+    def _retire(self, handle: RequestHandle, reason: str, error: str | None = None) -> None:
+        self.scheduler.finish(handle.seq)
+        self._handles.pop(handle.seq_id, None)
+        self._generations.pop(handle.seq_id, None)
+        if not handle.done:
+            seq = handle.seq
+            handle._put(GenerationOutput([], "", len(seq.prompt_ids), len(seq.output_ids),
+                                         finish_reason=reason, error=error))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.scheduler.has_work:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            plan = self.scheduler.schedule()
+            self._in_flight = True
+            try:
+                results = await loop.run_in_executor(self._executor, self._execute, plan)
+            except Exception as error:  # a failed step fails its sequences, not the server
+                logger.exception("engine step failed")
+                for seq in [chunk.seq for chunk in plan.prefills] + plan.decodes:
+                    if seq.seq_id in self._handles:
+                        self._retire(self._handles[seq.seq_id], "error", f"engine step failed: {error}")
+                results = []
+            finally:
+                self._in_flight = False
+            self.steps += 1
+            self._deliver(results)
+            for seq_id in list(self._pending_aborts):
+                if seq_id in self._handles:
+                    self._retire(self._handles[seq_id], "abort")
+            self._pending_aborts.clear()
+
+    def _deliver(self, results: list[tuple[int, GenerationOutput]]) -> None:
+        now = time.monotonic()
+        for seq_id, output in results:
+            handle = self._handles.get(seq_id)
+            if handle is None or seq_id in self._pending_aborts:
+                continue
+            if self.observer is not None:
+                first = handle.last_token_time is None
+                if first:
+                    self.observer.on_prompt(output.num_prompt_tokens)
+                self.observer.on_token(now - (handle.arrival if first else handle.last_token_time), first)
+            handle.last_token_time = now
+            if output.finish_reason is not None:
+                self.scheduler.finish(handle.seq)
+                self._handles.pop(seq_id, None)
+                self._generations.pop(seq_id, None)
+            handle._put(output)
+
+    def _execute(self, plan) -> list[tuple[int, GenerationOutput]]:
+        """One step in the worker thread: prefill chunks, batched decode, sample, detokenize."""
+        with torch.inference_mode():
+            logits = []
+            for chunk in plan.prefills:
+                seq = chunk.seq
+                if chunk.start == 0:
+                    self.runner.reset_row(seq.row)
+                    self.history.start(seq.row, seq.prompt_ids)
+                row_logits = self.runner.prefill(seq.row, seq.prompt_ids[chunk.start:chunk.end])
+                if chunk.completes_prompt:
+                    logits.append(row_logits[None])
+            if plan.decodes:
+                logits.append(self.runner.decode([s.row for s in plan.decodes],
+                                                 [s.last_token for s in plan.decodes]))
+            sampled = plan.sampled
+            if not sampled:
+                return []
+            generations = [self._generations[s.seq_id] for s in sampled]
+            batch = SamplingBatch.from_params([g.params for g in generations],
+                                              [len(s.output_ids) for s in sampled], self.runner.device)
+            slots = torch.tensor([s.row for s in sampled], dtype=torch.long, device=self.runner.device)
+            result = sample(torch.cat(logits), batch, self.history, slots, self.generator)
+            self.history.append(slots, result.token_ids)
+            token_ids = result.token_ids.tolist()
+            logprobs = self._logprobs(result, generations)
+            return [(g.seq.seq_id, g.add(token_id, lp)) for g, token_id, lp in zip(generations, token_ids, logprobs)]
+
+    @staticmethod
+    def _logprobs(result, generations: list[_Generation]) -> list[TokenLogprob | None]:
+        if result.logprobs is None:
+            return [None] * len(generations)
+        chosen = result.logprobs.tolist()
+        top_ids, top_values = result.top_ids.tolist(), result.top_logprobs.tolist()
+        out: list[TokenLogprob | None] = []
+        for i, (g, token_id) in enumerate(zip(generations, result.token_ids.tolist())):
+            wanted = g.params.logprobs
+            if wanted is None:
+                out.append(None)
+            else:
+                out.append(TokenLogprob(token_id, chosen[i], list(zip(top_ids[i][:wanted], top_values[i][:wanted]))))
+        return out

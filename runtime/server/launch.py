@@ -1,0 +1,154 @@
+"""Build a ready-to-run server from a checkpoint: model, tokenizer, engine, app and a bound socket."""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qwen35.planner.errors import InputError
+
+DEFAULT_CONTEXT_CPU = 8192
+DEFAULT_CONTEXT_GPU = 32768
+PREFILL_CHUNK = 256
+
+
+@dataclass
+class ServeOptions:
+    """Everything `qwen35 serve` takes."""
+
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"
+    dtype: str = "auto"
+    served_model_names: list[str] = field(default_factory=list)
+    api_key: str | None = None
+    max_model_len: int | None = None
+    max_running_requests: int = 8
+    max_queue: int = 256
+    request_timeout: float | None = 600.0
+    prefill_chunk_size: int = PREFILL_CHUNK
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise InputError naming the first option out of range."""
+        for name in ("max_running_requests", "prefill_chunk_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive number")
+        if self.max_queue < 0:
+            raise InputError("--max-queue must be 0 or more", "pass 0 to refuse requests beyond the running ones")
+        if self.max_model_len is not None and self.max_model_len < 16:
+            raise InputError("--max-model-len must be at least 16 tokens", "pass e.g. --max-model-len 8192")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise InputError("--request-timeout must be positive", "pass seconds, e.g. --request-timeout 600")
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"--port {self.port} is not a TCP port", "pass 0-65535 (0 picks a free port)")
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> cuda when a GPU is visible, else cpu; 'cuda' without a GPU is an input error."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"unknown --device '{device}'", "choose auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA GPU is visible", "use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """'auto' -> bf16 on a GPU, fp32 on the CPU (where bf16 matmuls are slow)."""
+    if dtype == "auto":
+        return "fp32" if device == "cpu" else "bf16"
+    if dtype not in ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
+        raise InputError(f"unknown --dtype '{dtype}'", "choose auto, bf16, fp16 or fp32")
+    return dtype
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: a free one); InputError when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({error.strerror})",
+                         "pick another --port, or stop what is using it") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _generation_config(root: Path) -> dict:
+    path = root / "generation_config.json"
+    try:
+        return json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def build_app(options: ServeOptions, progress: bool = True):
+    """Load the checkpoint and return (app, summary) ready for `run_app`."""
+    from qwen35.runtime.model.checkpoint import resolve_checkpoint_dir
+
+    options.validate()
+    root = resolve_checkpoint_dir(options.model)  # before the heavy imports: a typo fails fast
+    from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
+    from qwen35.runtime.engine.runner import TorchModelRunner
+    from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
+    from qwen35.runtime.model.loader import load_model
+    from qwen35.runtime.server.app import create_app
+    from qwen35.runtime.server.settings import ServerSettings, sampling_defaults_from
+    from qwen35.runtime.tokenizer.tokenizer import load_tokenizer
+
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    tokenizer = load_tokenizer(root)
+    model = load_model(root, device=device, dtype=dtype, progress=progress)
+    text = model.config.text
+    context = options.max_model_len or min(text.max_position_embeddings,
+                                           DEFAULT_CONTEXT_CPU if device == "cpu" else DEFAULT_CONTEXT_GPU)
+    if context > text.max_position_embeddings:
+        raise InputError(f"--max-model-len {context} exceeds the model's {text.max_position_embeddings} positions",
+                         f"pass at most {text.max_position_embeddings}")
+    runner = TorchModelRunner(model, num_rows=options.max_running_requests, max_len=context)
+    config = EngineConfig(max_running_requests=options.max_running_requests, max_queue=options.max_queue,
+                          max_model_len=context, prefill_chunk_size=options.prefill_chunk_size,
+                          max_prefill_tokens=2 * options.prefill_chunk_size, seed=options.seed)
+    eos = set(DEFAULT_STOP_TOKEN_IDS) | set(text.eos_token_ids) | set(tokenizer.eos_token_ids)
+    engine = AsyncEngine(runner, tokenizer, config, eos_token_ids=sorted(eos))
+    names = options.served_model_names or [options.model]
+    settings = ServerSettings(served_model_names=names, max_model_len=context, model_root=str(root),
+                              api_key=options.api_key, request_timeout=options.request_timeout,
+                              max_n=min(16, options.max_running_requests + options.max_queue),
+                              sampling_defaults=sampling_defaults_from(_generation_config(root)))
+    summary = {"model": names[0], "root": str(root), "device": device, "dtype": dtype, "max_model_len": context,
+               "max_running_requests": options.max_running_requests}
+    return create_app(engine, tokenizer, settings), summary
+
+
+def log_config(level: str = "info") -> dict:
+    """uvicorn logging with every record on stderr (stdout is for data)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "loggers": {name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+                    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "qwen35")},
+    }
+
+
+def run_app(app, sock: socket.socket, level: str = "info") -> None:
+    """Serve the app on an already bound socket until interrupted."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_config=log_config(level), timeout_graceful_shutdown=5)
+    logging.getLogger("qwen35").setLevel(level.upper())
+    uvicorn.Server(config).run(sockets=[sock])

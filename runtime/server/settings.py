@@ -1,0 +1,46 @@
+"""What the HTTP server is configured with: names, limits, key, sampling defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# Keys of generation_config.json that become per-request sampling defaults (vLLM's behaviour).
+SAMPLING_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                         "presence_penalty", "frequency_penalty")
+
+
+@dataclass
+class ServerSettings:
+    """HTTP-side settings; capacity limits live in the engine's EngineConfig."""
+
+    served_model_names: list[str]
+    max_model_len: int
+    model_root: str = ""
+    api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_timeout: float | None = 600.0  # seconds per request, queueing included; None: no limit
+    max_n: int = 16
+    retry_after_seconds: int = 1
+    text_only: bool = True  # until image input lands, image parts are refused
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first unusable setting."""
+        if not self.served_model_names or not all(self.served_model_names):
+            raise ValueError("served_model_names must hold at least one non-empty name")
+        if self.max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
+        if self.max_n < 1:
+            raise ValueError(f"max_n must be >= 1, got {self.max_n}")
+
+
+def sampling_defaults_from(generation_config: dict[str, Any]) -> dict[str, Any]:
+    """The sampling fields a checkpoint's generation_config.json sets (do_sample false: greedy)."""
+    defaults = {key: generation_config[key] for key in SAMPLING_DEFAULT_KEYS
+                if isinstance(generation_config.get(key), (int, float)) and not isinstance(generation_config[key], bool)}
+    if generation_config.get("do_sample") is False:
+        defaults["temperature"] = 0.0
+    return defaults

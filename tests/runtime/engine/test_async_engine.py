@@ -1,0 +1,185 @@
+"""The async engine: batched output equals offline generation, seeds, aborts, queue bound, failures."""
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from qwen35.runtime.demo import write_demo_checkpoint
+from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig, QueueFull
+from qwen35.runtime.engine.runner import TorchModelRunner
+from qwen35.runtime.engine.sampling import SamplingParams
+from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS, LLM
+
+
+@pytest.fixture(scope="module")
+def demo_llm(tmp_path_factory):
+    path = write_demo_checkpoint(tmp_path_factory.mktemp("engine") / "demo", seed=0)
+    return LLM(path, progress=False)
+
+
+class CountingRunner:
+    """A ModelRunner whose logits pick last token + 1; decode can be held at a gate."""
+
+    def __init__(self, num_rows=2, max_len=64, vocab_size=50):
+        self.num_rows, self.max_len, self.vocab_size = num_rows, max_len, vocab_size
+        self.device = torch.device("cpu")
+        self.gate = threading.Event()
+        self.gate.set()
+        self.decode_calls = 0
+        self.fail_next = False
+
+    def _logits(self, next_ids):
+        logits = torch.full((len(next_ids), self.vocab_size), -1e4)
+        logits[torch.arange(len(next_ids)), torch.tensor(next_ids) % self.vocab_size] = 0.0
+        return logits
+
+    def reset_row(self, row):
+        pass
+
+    def prefill(self, row, token_ids):
+        return self._logits([token_ids[-1] + 1])[0]
+
+    def decode(self, rows, token_ids):
+        assert self.gate.wait(timeout=30), "test left the gate closed"
+        self.decode_calls += 1
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
+        return self._logits([t + 1 for t in token_ids])
+
+
+async def _until(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        await asyncio.sleep(0.002)
+
+
+async def _collect(engine, prompt, params):
+    tokens, reasons = [], []
+    async for output in engine.generate(prompt, params):
+        tokens += output.token_ids
+        reasons.append(output.finish_reason)
+    return tokens, reasons[-1]
+
+
+def test_batched_engine_matches_offline_generation(demo_llm):
+    """Prompts of different lengths, chunked prefill and arrivals mid-decode give LLM.generate's tokens."""
+    prompts = [demo_llm.encode(text) for text in
+               ["Hello!", "What is the capital of France? " * 3, "Write a short poem about the sea.", "x = 1"]]
+    max_tokens = [6, 3, 8, 5]
+    want = demo_llm.generate(prompts, [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True)
+                                       for m in max_tokens])
+    runner = TorchModelRunner(demo_llm.model, num_rows=3, max_len=128)
+    config = EngineConfig(max_running_requests=3, max_model_len=128, prefill_chunk_size=5, max_prefill_tokens=7)
+
+    async def main():
+        engine = AsyncEngine(runner, demo_llm.tokenizer, config, eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
+        await engine.start()
+        try:
+            jobs = []
+            for prompt, m in zip(prompts, max_tokens):
+                jobs.append(asyncio.create_task(_collect(engine, prompt, SamplingParams(temperature=0, max_tokens=m,
+                                                                                       ignore_eos=True))))
+                await asyncio.sleep(0)  # let arrivals interleave with running steps
+            return await asyncio.gather(*jobs), engine.num_running
+        finally:
+            await engine.stop()
+
+    results, running = asyncio.run(main())
+    assert [tokens for tokens, _ in results] == [o.token_ids for o in want]
+    assert [reason for _, reason in results] == ["length"] * 4
+    assert running == 0
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(demo_llm):
+    runner = TorchModelRunner(demo_llm.model, num_rows=4, max_len=64)
+    prompt = demo_llm.encode("Tell me about the weather in Oslo")
+    seeded = SamplingParams(temperature=1.0, top_k=50, seed=1234, max_tokens=6, ignore_eos=True)
+
+    async def main():
+        engine = AsyncEngine(runner, demo_llm.tokenizer, EngineConfig(max_running_requests=4, max_model_len=64))
+        await engine.start()
+        try:
+            alone = await _collect(engine, prompt, seeded)
+            others = [SamplingParams(temperature=1.0, max_tokens=6, ignore_eos=True) for _ in range(3)]
+            together = await asyncio.gather(_collect(engine, prompt, seeded),
+                                            *[_collect(engine, demo_llm.encode("Hi"), p) for p in others])
+            return alone, together[0]
+        finally:
+            await engine.stop()
+
+    alone, together = asyncio.run(main())
+    assert alone == together
+
+
+def test_abort_frees_the_row_for_the_next_sequence():
+    runner = CountingRunner(num_rows=1)
+
+    async def main():
+        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=1, max_queue=1, max_model_len=64))
+        await engine.start()
+        try:
+            (first,) = engine.submit([1, 2, 3], [SamplingParams(temperature=0, max_tokens=50)])
+            (second,) = engine.submit([10], [SamplingParams(temperature=0, max_tokens=3)])
+            with pytest.raises(QueueFull):
+                engine.submit([20], [SamplingParams(temperature=0, max_tokens=3)])
+            output = await first.__anext__()
+            assert output.token_ids == [4]
+            assert engine.num_running == 1 and engine.num_waiting == 1
+            runner.gate.clear()
+            await _until(lambda: runner.gate.is_set() or engine._in_flight)
+            first.abort()  # arrives while a step is in flight: takes effect when it returns
+            runner.gate.set()
+            outputs = [o async for o in first]
+            assert outputs[-1].finish_reason == "abort"
+            tokens = [t async for o in second for t in o.token_ids]
+            return tokens, engine.num_running, engine.num_waiting
+        finally:
+            await engine.stop()
+
+    tokens, running, waiting = asyncio.run(main())
+    assert tokens == [11, 12, 13] and running == 0 and waiting == 0
+
+
+def test_stop_token_ids_end_a_sequence_and_a_failed_step_fails_only_its_sequences():
+    runner = CountingRunner(num_rows=2)
+
+    async def main():
+        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=2, max_model_len=64))
+        await engine.start()
+        try:
+            stopped = await _collect(engine, [1], SamplingParams(temperature=0, max_tokens=20, stop_token_ids=[5]))
+            runner.fail_next = True
+            failed = [o async for o in engine.generate([1], SamplingParams(temperature=0, max_tokens=20))]
+            recovered = await _collect(engine, [30], SamplingParams(temperature=0, max_tokens=2))
+            return stopped, failed[-1], recovered, engine.is_running
+        finally:
+            await engine.stop()
+
+    stopped, failed, recovered, alive = asyncio.run(main())
+    assert stopped == ([2, 3, 4, 5], "stop")
+    assert failed.finish_reason == "error" and "boom" in failed.error
+    assert recovered == ([31, 32], "length") and alive
+
+
+def test_submit_validates_parameters_and_context():
+    runner = CountingRunner(num_rows=1, max_len=16)
+
+    async def main():
+        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=1, max_model_len=16))
+        await engine.start()
+        try:
+            with pytest.raises(ValueError, match="temperature"):
+                engine.submit([1], [SamplingParams(temperature=5.0)])
+            with pytest.raises(ValueError, match="context"):
+                engine.submit([1] * 10, [SamplingParams(max_tokens=10)])
+            assert engine.num_waiting == 0
+        finally:
+            await engine.stop()
+
+    asyncio.run(main())
+    with pytest.raises(ValueError, match="cache rows"):
+        AsyncEngine(runner, None, EngineConfig(max_running_requests=2, max_model_len=16))
