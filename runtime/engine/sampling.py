@@ -115,6 +115,7 @@ class SamplingBatch:
     needs_penalties: bool
     needs_filter: bool
     max_logprobs: int | None  # widest top-N asked for; None when no row wants logprobs
+    max_top_k: int | None = None  # widest top_k when every row sets one (host-side, no sync)
 
     @classmethod
     def from_params(cls, params: Sequence[SamplingParams], steps: Sequence[int] | None = None,
@@ -134,7 +135,9 @@ class SamplingBatch:
         def ints(values):
             return torch.tensor(values, dtype=torch.int64, device=device)
 
+        max_top_k = max(top_k) if rows and all(p.top_k > 0 for p in params) else None
         return cls(
+            max_top_k=max_top_k,
             temperature=floats([1.0 if g else p.temperature for g, p in zip(greedy, params)]),
             greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
             top_k=ints(top_k),
@@ -211,8 +214,14 @@ def apply_penalties(logits: torch.Tensor, batch: SamplingBatch, counts: torch.Te
 
 def filter_probs(probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     """Zero the probabilities that top_k, then top_p, then min_p remove (no renormalising)."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    ranks = torch.arange(probs.shape[-1], device=probs.device)
+    vocab = probs.shape[-1]
+    if batch.max_top_k is not None and batch.max_top_k < vocab:
+        # Every row keeps at most max_top_k tokens, so only those candidates need ordering:
+        # top_p and min_p are decided among them (min_p's reference, the maximum, is one).
+        sorted_probs, order = probs.topk(batch.max_top_k, dim=-1)
+    else:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+    ranks = torch.arange(sorted_probs.shape[-1], device=probs.device)
     keep = ranks[None, :] < batch.top_k[:, None]
     in_top_k = sorted_probs * keep
     mass_before = in_top_k.cumsum(dim=-1) - in_top_k
@@ -221,7 +230,7 @@ def filter_probs(probs: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     top_p_limit = batch.top_p[:, None] * in_top_k.sum(dim=-1, keepdim=True)
     keep &= (mass_before < top_p_limit) | (batch.top_p[:, None] >= 1.0)
     keep &= sorted_probs >= batch.min_p[:, None] * sorted_probs[:, :1]
-    keep_by_token = torch.empty_like(keep).scatter_(1, order, keep)
+    keep_by_token = torch.zeros(probs.shape, dtype=torch.bool, device=probs.device).scatter_(1, order, keep)
     return probs.masked_fill(~keep_by_token, 0.0)
 
 
