@@ -12,8 +12,10 @@ $(VENV)/.installed: pyproject.toml setup.py
 .PHONY: setup demo test
 setup: $(VENV)/.installed
 
+# Writes the tiny demo checkpoint once, then serves it with the bundled runtime on CPU.
 demo: setup
-	$(VENV)/bin/qwen35 plan --model Qwen3.5-27B --gpu auto --fallback-gpu H100:1
+	@test -f demo-model/config.json || $(VENV)/bin/qwen35 demo-model ./demo-model
+	$(VENV)/bin/qwen35 launch --profile qwen35-demo-cpu
 
 # pytest exits 5 when it collects no tests: that is not a failure of the suite.
 test: setup

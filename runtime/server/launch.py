@@ -123,7 +123,9 @@ def build_app(options: ServeOptions, progress: bool = True):
                           max_prefill_tokens=2 * options.prefill_chunk_size, seed=options.seed)
     eos = set(DEFAULT_STOP_TOKEN_IDS) | set(text.eos_token_ids) | set(tokenizer.eos_token_ids)
     engine = AsyncEngine(runner, tokenizer, config, eos_token_ids=sorted(eos))
-    names = options.served_model_names or [options.model]
+    # A local checkpoint is served under its directory name; the path as given stays an alias.
+    default_name = Path(options.model).name if Path(options.model).is_dir() else options.model
+    names = options.served_model_names or list(dict.fromkeys([default_name, options.model]))
     settings = ServerSettings(served_model_names=names, max_model_len=context, model_root=str(root),
                               api_key=options.api_key, request_timeout=options.request_timeout,
                               max_n=min(16, options.max_running_requests + options.max_queue),
