@@ -6,6 +6,11 @@ rows its batch entries use, so prompts of different lengths are prefilled row by
 chunks) and then decoded together, each row at its own position. `lengths[r]` (host ints,
 the scheduler's view) is how many tokens row r has consumed.
 
+`rope_deltas[r]` (host ints) is how far row r's rotary positions run ahead of its slots once
+a prompt with images or videos has been prefilled (mrope.py): tokens after it rotate at
+slot + delta. It is 0 for text, and resets whenever a call starts a row at length 0, so a
+row reused for a new sequence (lengths[r] = 0) starts plain.
+
 Layout per layer index:
   key/value   [rows, max_len, kv_heads, head_dim]   model dtype (full attention layers)
   conv        [rows, conv_dim, kernel - 1]           model dtype (last inputs, oldest first)
@@ -30,6 +35,7 @@ class StepInfo:
     kv_len: int  # max(seq_lens): how much of the KV cache to read
     num_tokens: int  # T
     all_rows: bool  # the batch is every row in order: states need no gather/scatter
+    rope_positions: torch.Tensor | None = None  # [B, T] rotary positions where some row's delta is set, else None
 
 
 class ModelCache:
@@ -41,6 +47,7 @@ class ModelCache:
         self.max_len = max_len
         self.device = torch.device(device)
         self.lengths = [0] * num_rows
+        self.rope_deltas = [0] * num_rows
         self.key: dict[int, torch.Tensor] = {}
         self.value: dict[int, torch.Tensor] = {}
         self.conv: dict[int, torch.Tensor] = {}
@@ -66,14 +73,23 @@ class ModelCache:
         ends = [s + num_tokens for s in starts]
         if max(ends) > self.max_len:
             raise ValueError(f"cache holds {self.max_len} tokens per row; this call needs {max(ends)}")
+        for r, start in zip(rows, starts):
+            if start == 0:
+                self.rope_deltas[r] = 0
         start_t = torch.tensor(starts, dtype=torch.long, device=self.device)
+        positions = start_t[:, None] + torch.arange(num_tokens, device=self.device)
+        deltas = [self.rope_deltas[r] for r in rows]
+        rope_positions = None
+        if any(deltas):
+            rope_positions = positions + torch.tensor(deltas, dtype=torch.long, device=self.device)[:, None]
         return StepInfo(
             rows=torch.tensor(rows, dtype=torch.long, device=self.device),
-            positions=start_t[:, None] + torch.arange(num_tokens, device=self.device),
+            positions=positions,
             seq_lens=start_t + num_tokens,
             kv_len=max(ends),
             num_tokens=num_tokens,
             all_rows=all_rows,
+            rope_positions=rope_positions,
         )
 
     def commit(self, step: StepInfo) -> None:
