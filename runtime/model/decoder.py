@@ -57,13 +57,14 @@ class TextModel(nn.Module):
         self.rotary = RotaryEmbedding(text)
 
     def forward(self, input_ids: torch.Tensor, cache: ModelCache | None = None,
-                step: StepInfo | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-normed hidden states [B, T, H] for input_ids [B, T].
+                step: StepInfo | None = None, positions: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-normed hidden states [B, T, H] for input_ids [B, T] (or their given embeddings).
 
         Positions default to the cache rows' next positions (or 0..T-1 without a cache);
         pass [3, B, T] positions for multimodal prompts.
         """
-        hidden = self.embed_tokens(input_ids)
+        hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if positions is None:
             if step is not None:
                 positions = step.positions

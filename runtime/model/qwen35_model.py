@@ -90,7 +90,7 @@ class Qwen35Model(nn.Module):
             if positions is None:
                 positions = step.rope_positions  # None unless a row continues after vision tokens
         if multimodal:
-            hidden = self._decode(hidden, positions, cache, step)
+            hidden = self.language_model(input_ids, cache, step, positions, inputs_embeds=hidden)
         else:
             hidden = self.language_model(input_ids, cache, step, positions)
         if cache is not None:
@@ -140,15 +140,6 @@ class Qwen35Model(nn.Module):
                              f"are {tuple(embeds.shape)}: expand each {kind} placeholder to one pad per embedding "
                              "(qwen35.runtime.vision.expand_prompt_ids)")
         hidden[mask] = embeds.to(hidden.dtype)
-
-    def _decode(self, hidden: torch.Tensor, positions: torch.Tensor, cache: ModelCache | None,
-                step: StepInfo | None) -> torch.Tensor:
-        """TextModel.forward from input embeddings instead of ids (the layer stack and final norm)."""
-        text = self.language_model
-        rope = text.rotary(positions, hidden.dtype)
-        for layer in text.layers:
-            hidden = layer(hidden, rope, cache, step)
-        return text.norm(hidden)
 
     @staticmethod
     def _record_rope_deltas(cache: ModelCache, step: StepInfo, positions: torch.Tensor) -> None:
