@@ -7,11 +7,11 @@ from qwen35.planner.engines import versions
 from qwen35.planner.engines.settings import ServeSettings
 from qwen35.planner.plan import EngineCommand
 
-# Releases whose argument parser the contract tests check. The mamba cache strategy flag was
-# renamed between them: up to OLD_MAMBA_FLAG_LAST the parser takes --mamba-scheduler-strategy,
-# from NEW_MAMBA_FLAG_FIRST on only --mamba-radix-cache-strategy.
-OLD_MAMBA_FLAG_LAST = "0.5.9"
-NEW_MAMBA_FLAG_FIRST = "0.5.10"
+# The mamba cache strategy flag was renamed: up to 0.5.13.post1 the parser takes only
+# --mamba-scheduler-strategy; 0.5.14-0.5.19 take --mamba-radix-cache-strategy and keep the old
+# spelling as an alias; from 0.5.20 the old spelling is rejected (checked against each
+# release's own parser in tests/planner/contract).
+NEW_MAMBA_FLAG_FIRST = "0.5.14"
 NEWEST_KNOWN = "0.5.23"
 DEFAULT_DIST_PORT = 20000
 MULTITHREAD_LOAD = {"enable_multithread_load": "true", "num_threads": 64}

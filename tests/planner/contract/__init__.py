@@ -1,0 +1,1 @@
+"""Contract tests: the planner's command lines against the engines' real argument parsers."""
