@@ -11,7 +11,9 @@ HELP = """Serve a Qwen3.5 checkpoint with the bundled runtime behind an OpenAI-c
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
 GET /metrics (Prometheus). Reasoning comes back as `reasoning_content`; tool calls in the
-qwen3_coder format come back as OpenAI `tool_calls`. Logs go to stderr.
+qwen3_coder format come back as OpenAI `tool_calls`. Chat messages may carry `image_url` and
+`video_url` parts (data: or http(s) URLs; local files only under --allowed-local-media-path)
+and the request `mm_processor_kwargs` (fps, num_frames, min/max_pixels). Logs go to stderr.
 
 **Examples**
 
@@ -20,6 +22,8 @@ qwen35 demo-model ./qwen35-demo
 qwen35 serve --model ./qwen35-demo
 qwen35 serve --model Qwen/Qwen3.5-0.8B --device cuda --port 8000
 QWEN35_API_KEY=secret qwen35 serve --model ./ckpt --max-running-requests 16
+qwen35 serve --model Qwen/Qwen3.5-9B --device cuda --speculative-tokens 3
+qwen35 serve --model ./qwen35-demo --allowed-local-media-path ~/pictures
 curl http://127.0.0.1:8000/v1/chat/completions \\
   -H 'Content-Type: application/json' \\
   -d '{"messages": [{"role": "user", "content": "Hello"}]}'
@@ -43,6 +47,12 @@ def serve(
     max_queue: int = typer.Option(256, "--max-queue", help="Requests waiting beyond those; more get 503."),
     request_timeout: float = typer.Option(600.0, "--request-timeout", help="Seconds a request may take in all."),
     seed: int = typer.Option(0, "--seed", help="Seed for requests that do not set their own."),
+    speculative_tokens: int = typer.Option(
+        0, "--speculative-tokens",
+        help="MTP speculative decoding: draft tokens per step, verified in one forward (0: off; try 2 or 3)."),
+    allowed_local_media_path: Optional[str] = typer.Option(
+        None, "--allowed-local-media-path",
+        help="Let image/video parts name local files (file:// or paths) under this directory; off by default."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve a Qwen3.5 checkpoint over an OpenAI-compatible HTTP API."""
@@ -51,7 +61,9 @@ def serve(
     options = ServeOptions(model=model, host=host, port=port, device=device, dtype=dtype,
                            served_model_names=list(served_model_name or []), api_key=api_key or None,
                            max_model_len=max_model_len, max_running_requests=max_running_requests,
-                           max_queue=max_queue, request_timeout=request_timeout, seed=seed)
+                           max_queue=max_queue, request_timeout=request_timeout, seed=seed,
+                           speculative_tokens=speculative_tokens,
+                           allowed_local_media_path=allowed_local_media_path)
     options.validate()
     sock = bind_socket(host, port)
     app, summary = build_app(options, progress=sys.stderr.isatty())

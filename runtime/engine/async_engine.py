@@ -20,9 +20,10 @@ from typing import Protocol
 import torch
 
 from qwen35.runtime.engine.detokenize import IncrementalDetokenizer, StopMatcher
+from qwen35.runtime.engine.multimodal import MediaInputs, RequestMedia
 from qwen35.runtime.engine.runner import ModelRunner
 from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams, TokenHistory, sample
-from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, SchedulerConfig
+from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, SchedulerConfig, StepPlan
 from qwen35.runtime.engine.scheduler import Sequence as ScheduledSequence
 
 logger = logging.getLogger("qwen35.engine")
@@ -41,6 +42,7 @@ class EngineConfig:
     prefill_chunk_size: int = 256
     max_prefill_tokens: int = 512
     seed: int = 0
+    speculative_tokens: int = 0  # MTP draft tokens per decode step (0: off); needs a SpeculativeRunner
 
     def scheduler_config(self) -> SchedulerConfig:
         """The scheduler's view of these limits."""
@@ -80,6 +82,8 @@ class EngineObserver(Protocol):
 
     def on_token(self, seconds_since_previous: float, first: bool) -> None:
         """A token was delivered: time since arrival (first) or since the previous token."""
+
+    # Optional: on_speculation(drafted, accepted), called after each speculative step.
 
 
 class RequestHandle:
@@ -130,6 +134,7 @@ class _Generation:
         self.stop_ids = stop_ids
         self.detokenizer = detokenizer
         self.matcher = StopMatcher(params.stop)
+        self.media: RequestMedia | None = None  # images/videos of the prompt, until its prefill completes
 
     def add(self, token_id: int, logprob: TokenLogprob | None) -> GenerationOutput:
         """Take one sampled token; return the step's output for this sequence."""
@@ -166,12 +171,18 @@ class AsyncEngine:
                              f"runner's {runner.num_rows} cache rows")
         if self.config.max_model_len > runner.max_len:
             raise ValueError(f"max_model_len {self.config.max_model_len} exceeds the runner's {runner.max_len}")
+        drafts = self.config.speculative_tokens
+        if drafts and getattr(runner, "num_speculative_tokens", 0) != drafts:
+            raise ValueError(f"speculative_tokens {drafts} needs a runner that drafts as many "
+                             f"(SpeculativeRunner(model, ..., num_speculative_tokens={drafts}))")
         self.eos_token_ids = frozenset(eos_token_ids)
         self.observer = observer
         self.scheduler = Scheduler(self.config.scheduler_config())
         self.history = TokenHistory(runner.num_rows, runner.vocab_size, device=runner.device)
         self.generator = torch.Generator(runner.device).manual_seed(self.config.seed)
         self.steps = 0
+        self.draft_tokens = 0  # speculation: drafts proposed and accepted so far
+        self.accepted_tokens = 0
         self._ids = count()
         self._handles: dict[int, RequestHandle] = {}
         self._generations: dict[int, _Generation] = {}
@@ -224,10 +235,17 @@ class AsyncEngine:
         self.scheduler.check_fits(prompt_len, max_tokens)
 
     def submit(self, prompt_ids: Sequence[int], params: Sequence[SamplingParams],
-               skip_special_tokens: bool = True) -> list[RequestHandle]:
-        """Queue one sequence per SamplingParams, all or none (QueueFull); call on the loop."""
+               skip_special_tokens: bool = True, media: MediaInputs | None = None) -> list[RequestHandle]:
+        """Queue one sequence per SamplingParams, all or none (QueueFull); call on the loop.
+
+        `media`: the prompt's preprocessed images and videos (prompt ids already expanded to one
+        pad per embedding), embedded once and shared by the choices.
+        """
         if self._task is None:
             raise RuntimeError("the engine is not running: await engine.start() first")
+        if media is not None and not hasattr(self.runner, "prepare_media"):
+            raise ValueError("this engine's model runner takes text only: send no images or videos")
+        shared_media = RequestMedia(media) if media is not None and media.num_items else None
         prompt = [int(t) for t in prompt_ids]
         for p in params:
             p.validate()
@@ -239,6 +257,7 @@ class AsyncEngine:
             detokenizer = (IncrementalDetokenizer(self.tokenizer.backend, skip_special_tokens)
                            if self.tokenizer is not None else None)
             self._generations[seq.seq_id] = _Generation(seq, p, stop_ids, detokenizer)
+            self._generations[seq.seq_id].media = shared_media
             handle = RequestHandle(self, seq)
             self._handles[seq.seq_id] = handle
             handles.append(handle)
@@ -318,6 +337,8 @@ class AsyncEngine:
 
     def _execute(self, plan) -> list[tuple[int, GenerationOutput]]:
         """One step in the worker thread: prefill chunks, batched decode, sample, detokenize."""
+        if self.config.speculative_tokens and plan.decodes:
+            return self._execute(StepPlan(prefills=plan.prefills)) + self._speculate(plan.decodes)
         with torch.inference_mode():
             logits = []
             for chunk in plan.prefills:
@@ -325,7 +346,14 @@ class AsyncEngine:
                 if chunk.start == 0:
                     self.runner.reset_row(seq.row)
                     self.history.start(seq.row, seq.prompt_ids)
-                row_logits = self.runner.prefill(seq.row, seq.prompt_ids[chunk.start:chunk.end])
+                media = self._generations[seq.seq_id].media
+                if media is None:
+                    row_logits = self.runner.prefill(seq.row, seq.prompt_ids[chunk.start:chunk.end])
+                else:
+                    inputs = media.prepare(self.runner, seq.prompt_ids).chunk(chunk.start, chunk.end)
+                    row_logits = self.runner.prefill(seq.row, seq.prompt_ids[chunk.start:chunk.end], media=inputs)
+                    if chunk.completes_prompt:
+                        self._generations[seq.seq_id].media = None
                 if chunk.completes_prompt:
                     logits.append(row_logits[None])
             if plan.decodes:
@@ -343,6 +371,43 @@ class AsyncEngine:
             token_ids = result.token_ids.tolist()
             logprobs = self._logprobs(result, generations)
             return [(g.seq.seq_id, g.add(token_id, lp)) for g, token_id, lp in zip(generations, token_ids, logprobs)]
+
+    def _speculate(self, decodes: list[ScheduledSequence]) -> list[tuple[int, GenerationOutput]]:
+        """Draft, verify and accept for the decoding sequences; one output per emitted token."""
+        with torch.inference_mode():
+            generations = [self._generations[s.seq_id] for s in decodes]
+            device = self.runner.device
+            batch = SamplingBatch.from_params([g.params for g in generations], [len(s.output_ids) for s in decodes],
+                                              device)
+            slots = torch.tensor([s.row for s in decodes], dtype=torch.long, device=device)
+            step = self.runner.speculate([s.row for s in decodes], [s.last_token for s in decodes], batch,
+                                         self.history, slots, self.generator)
+            chosen = step.logprobs.tolist() if step.logprobs is not None else None
+            top_ids = step.top_ids.tolist() if step.top_ids is not None else None
+            top_values = step.top_logprobs.tolist() if step.top_logprobs is not None else None
+            results, taken_slots, taken_tokens = [], [], []
+            for i, (g, tokens) in enumerate(zip(generations, step.token_ids)):
+                wanted = g.params.logprobs
+                for j, token_id in enumerate(tokens):
+                    logprob = None
+                    if wanted is not None:
+                        logprob = TokenLogprob(token_id, chosen[i][j],
+                                               list(zip(top_ids[i][j][:wanted], top_values[i][j][:wanted])))
+                    output = g.add(token_id, logprob)
+                    results.append((g.seq.seq_id, output))
+                    taken_slots.append(g.seq.row)
+                    taken_tokens.append(token_id)
+                    if output.finish_reason is not None:
+                        break
+            self.history.append(torch.tensor(taken_slots, dtype=torch.long, device=device),
+                                torch.tensor(taken_tokens, dtype=torch.long, device=device))
+            accepted = sum(step.num_accepted)
+            self.draft_tokens += step.num_drafted
+            self.accepted_tokens += accepted
+            on_speculation = getattr(self.observer, "on_speculation", None)
+            if on_speculation is not None:
+                on_speculation(step.num_drafted, accepted)
+            return results
 
     @staticmethod
     def _logprobs(result, generations: list[_Generation]) -> list[TokenLogprob | None]:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import torch
 
+from qwen35.runtime.engine.multimodal import MediaInputs, PreparedMedia, prepare_media
 from qwen35.runtime.model.qwen35_model import Qwen35Model
 
 
@@ -27,8 +28,15 @@ class ModelRunner(Protocol):
     def prefill(self, row: int, token_ids: list[int]) -> torch.Tensor:
         """Append prompt tokens to a row; the logits [V] after its last token."""
 
+    # Runners that serve images and videos also have prepare_media(prompt_ids, media) -> PreparedMedia,
+    # and prefill(row, token_ids, media=prepared.chunk(start, end)); the engine checks for it.
+
     def decode(self, rows: list[int], token_ids: list[int]) -> torch.Tensor:
         """Append one token to each row in one batch; logits [len(rows), V]."""
+
+    # Speculative runners (speculative.SpeculativeRunner) also have num_speculative_tokens and
+    # speculate(rows, token_ids, batch, history, slots, generator) -> SpeculativeStep, which
+    # samples too; the engine uses it when EngineConfig.speculative_tokens matches.
 
 
 class TorchModelRunner:
@@ -49,10 +57,14 @@ class TorchModelRunner:
             for state in store.values():
                 state[row].zero_()
 
-    def prefill(self, row: int, token_ids: list[int]) -> torch.Tensor:
-        """Run one prompt chunk into its row; the last position's logits [V]."""
+    def prepare_media(self, prompt_ids: list[int], media: MediaInputs) -> PreparedMedia:
+        """Vision embeddings and M-RoPE positions of a whole prompt, computed once per request."""
+        return prepare_media(self.model, prompt_ids, media)
+
+    def prefill(self, row: int, token_ids: list[int], media: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run one prompt chunk into its row (media: the chunk's PreparedMedia slice); last logits [V]."""
         tokens = torch.tensor([token_ids], dtype=torch.long, device=self.device)
-        return self.model(tokens, self.cache, rows=[row], last_only=True)[0, -1]
+        return self.model(tokens, self.cache, rows=[row], last_only=True, **(media or {}))[0, -1]
 
     def decode(self, rows: list[int], token_ids: list[int]) -> torch.Tensor:
         """Feed each row its last token; logits [B, V]."""

@@ -18,6 +18,7 @@ from qwen35.runtime.engine.sampling import MAX_LOGPROBS
 from qwen35.runtime.server.chat_prompt import PreparedChat, prepare_chat
 from qwen35.runtime.server.errors import bad_request
 from qwen35.runtime.server.logprobs import TokenTexts, chat_logprobs
+from qwen35.runtime.server.media_parts import prepare_media
 from qwen35.runtime.server.parsers.reasoning import ReasoningParser
 from qwen35.runtime.server.parsers.tool_calls import ToolCallDelta, ToolCallParser
 from qwen35.runtime.server.protocol import ChatCompletionRequest
@@ -125,12 +126,17 @@ async def create_chat_completion(request: Request, state: ServerState):
                           f"{body.top_logprobs}.", "top_logprobs", "invalid_value")
     prepared = prepare_chat(body, state.tokenizer, state.settings.text_only)
     prepared.prompt_ids = state.encode(prepared.prompt_text)
+    media = None
+    if prepared.media:
+        # Placeholders expanded to one pad per embedding: usage and the context check count these.
+        prepared.prompt_ids, media = await prepare_media(prepared.prompt_ids, prepared.media, state.settings.vision,
+                                                         body.mm_processor_kwargs, state.encode)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     max_tokens = state.resolve_max_tokens(requested, len(prepared.prompt_ids), param, "messages")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = state.sampling_params(body, max_tokens, logprobs)
-    handles = state.submit(prepared.prompt_ids, params, body.skip_special_tokens)
+    handles = state.submit(prepared.prompt_ids, params, body.skip_special_tokens, media=media)
     choices = [ChatChoice(prepared, body.parallel_tool_calls) for _ in handles]
     meta = {"id": request_id("chatcmpl"), "created": int(time.time()), "model": model}
     if body.stream:

@@ -14,6 +14,7 @@ from typing import Any
 
 from qwen35.planner.errors import InputError
 from qwen35.runtime.server.errors import APIError, bad_request
+from qwen35.runtime.server.media_parts import MediaPart, media_part
 from qwen35.runtime.server.parsers.reasoning import prompt_opens_reasoning
 from qwen35.runtime.server.parsers.tool_calls import FUNCTION_START, TOOL_CALL_START
 from qwen35.runtime.server.protocol import ChatCompletionRequest, ChatMessage
@@ -32,13 +33,15 @@ class PreparedChat:
     forced_prefix: str = ""  # call text written into the prompt, replayed into the parser
     starts_in_reasoning: bool = False
     prompt_ids: list[int] = field(default_factory=list)
+    media: list[MediaPart] = field(default_factory=list)  # images and videos in prompt order
 
 
-def _content_text(content: Any, where: str, text_only: bool) -> str | None:
-    """Message content as text; media parts refused while the server is text-only."""
+def _content_text(content: Any, where: str, text_only: bool,
+                  media: list[MediaPart] | None = None) -> str | list[dict[str, Any]] | None:
+    """Message content as text, or as text and image/video parts (those appended to `media`) when it has any."""
     if content is None or isinstance(content, str):
         return content
-    pieces = []
+    pieces: list[Any] = []
     for index, part in enumerate(content):
         param = f"{where}.content[{index}]"
         kind = part.get("type")
@@ -47,6 +50,12 @@ def _content_text(content: Any, where: str, text_only: bool) -> str | None:
                 raise bad_request(f"Invalid value for '{param}.text': a text part needs a string 'text'.", param)
             pieces.append(part["text"])
         elif kind in _MEDIA_PARTS or any(key in part for key in _MEDIA_PARTS):
+            item = None if text_only or media is None else media_part(part, param)
+            if item is not None:
+                # The template writes one <|vision_start|><|image_pad|><|vision_end|> per such part.
+                media.append(item)
+                pieces.append({"type": item.kind})
+                continue
             if text_only:
                 raise bad_request(f"'{param}' is a {kind or 'media'} part, but this server serves the text model "
                                   "only (no image, video or audio input yet); send text parts.", param,
@@ -55,7 +64,9 @@ def _content_text(content: Any, where: str, text_only: bool) -> str | None:
         else:
             raise bad_request(f"Invalid value for '{param}.type': unknown content part type {kind!r}; "
                               "use 'text'.", param, "invalid_value")
-    return "".join(pieces)
+    if all(isinstance(piece, str) for piece in pieces):
+        return "".join(pieces)
+    return [piece if isinstance(piece, dict) else {"type": "text", "text": piece} for piece in pieces]
 
 
 def _arguments(value: Any, param: str) -> dict[str, Any]:
@@ -71,13 +82,18 @@ def _arguments(value: Any, param: str) -> dict[str, Any]:
     return parsed
 
 
-def template_messages(messages: list[ChatMessage], text_only: bool) -> list[dict[str, Any]]:
-    """Messages as the chat template reads them (developer -> system, tool arguments parsed)."""
+def template_messages(messages: list[ChatMessage], text_only: bool,
+                      media: list[MediaPart] | None = None) -> list[dict[str, Any]]:
+    """Messages as the chat template reads them (developer -> system, tool arguments parsed).
+
+    With `media` (a list to fill), image and video parts become {"type": "image"/"video"} template
+    parts and their sources are appended in prompt order; without it they are refused.
+    """
     out = []
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         converted: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
-                                     "content": _content_text(message.content, where, text_only) or ""}
+                                     "content": _content_text(message.content, where, text_only, media) or ""}
         if message.tool_calls and message.role != "assistant":
             raise bad_request(f"'{where}.tool_calls' is only allowed on assistant messages.", f"{where}.tool_calls")
         if message.role == "tool" and message.content is None:
@@ -173,7 +189,8 @@ def prepare_chat(body: ChatCompletionRequest, tokenizer: Any, text_only: bool) -
         raise bad_request(f"response_format {body.response_format.type!r} is not supported (no constrained "
                           "decoding yet); ask for JSON in the prompt instead.", "response_format.type",
                           "unsupported_value")
-    messages = template_messages(body.messages, text_only)
+    media: list[MediaPart] = []
+    messages = template_messages(body.messages, text_only, media)
     tools, choice = check_tools(body)
     template = getattr(tokenizer, "chat_template", None)
     if template is None:
@@ -191,4 +208,4 @@ def prepare_chat(body: ChatCompletionRequest, tokenizer: Any, text_only: bool) -
     if forced and prompt_opens_reasoning(text):
         text += "\n</think>\n\n"
     text += forced
-    return PreparedChat(text, tools if choice != "none" else None, forced, prompt_opens_reasoning(text))
+    return PreparedChat(text, tools if choice != "none" else None, forced, prompt_opens_reasoning(text), media=media)

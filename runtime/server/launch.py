@@ -12,6 +12,7 @@ from qwen35.planner.errors import InputError
 DEFAULT_CONTEXT_CPU = 8192
 DEFAULT_CONTEXT_GPU = 32768
 PREFILL_CHUNK = 256
+MAX_SPECULATIVE_TOKENS = 8
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ServeOptions:
     request_timeout: float | None = 600.0
     prefill_chunk_size: int = PREFILL_CHUNK
     seed: int = 0
+    allowed_local_media_path: str | None = None  # image/video parts may name files under this directory
+    speculative_tokens: int = 0  # MTP draft tokens per decode step; 0: no speculation
 
     def validate(self) -> None:
         """Raise InputError naming the first option out of range."""
@@ -45,6 +48,12 @@ class ServeOptions:
             raise InputError("--request-timeout must be positive", "pass seconds, e.g. --request-timeout 600")
         if not 0 <= self.port <= 65535:
             raise InputError(f"--port {self.port} is not a TCP port", "pass 0-65535 (0 picks a free port)")
+        if not 0 <= self.speculative_tokens <= MAX_SPECULATIVE_TOKENS:
+            raise InputError(f"--speculative-tokens {self.speculative_tokens} is out of range",
+                             f"pass 0 (off) to {MAX_SPECULATIVE_TOKENS}; 1-3 suits Qwen3.5's single MTP layer")
+        if self.allowed_local_media_path is not None and not Path(self.allowed_local_media_path).is_dir():
+            raise InputError(f"--allowed-local-media-path {self.allowed_local_media_path} is not a directory",
+                             "pass an existing directory whose files requests may name")
 
 
 def resolve_device(device: str) -> str:
@@ -101,6 +110,7 @@ def build_app(options: ServeOptions, progress: bool = True):
     root = resolve_checkpoint_dir(options.model)  # before the heavy imports: a typo fails fast
     from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
     from qwen35.runtime.engine.runner import TorchModelRunner
+    from qwen35.runtime.engine.speculative import SpeculativeRunner
     from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
     from qwen35.runtime.model.loader import load_model
     from qwen35.runtime.server.app import create_app
@@ -117,21 +127,37 @@ def build_app(options: ServeOptions, progress: bool = True):
     if context > text.max_position_embeddings:
         raise InputError(f"--max-model-len {context} exceeds the model's {text.max_position_embeddings} positions",
                          f"pass at most {text.max_position_embeddings}")
-    runner = TorchModelRunner(model, num_rows=options.max_running_requests, max_len=context)
+    if options.speculative_tokens and model.mtp is None:
+        raise InputError(f"--speculative-tokens needs the checkpoint's MTP head, and {root} has none "
+                         "(mtp_num_hidden_layers is 0)", "drop --speculative-tokens, or serve a checkpoint with mtp.*")
+    if options.speculative_tokens:
+        runner = SpeculativeRunner(model, num_rows=options.max_running_requests, max_len=context,
+                                   num_speculative_tokens=options.speculative_tokens)
+    else:
+        runner = TorchModelRunner(model, num_rows=options.max_running_requests, max_len=context)
     config = EngineConfig(max_running_requests=options.max_running_requests, max_queue=options.max_queue,
                           max_model_len=context, prefill_chunk_size=options.prefill_chunk_size,
-                          max_prefill_tokens=2 * options.prefill_chunk_size, seed=options.seed)
+                          max_prefill_tokens=2 * options.prefill_chunk_size, seed=options.seed,
+                          speculative_tokens=options.speculative_tokens)
     eos = set(DEFAULT_STOP_TOKEN_IDS) | set(text.eos_token_ids) | set(tokenizer.eos_token_ids)
     engine = AsyncEngine(runner, tokenizer, config, eos_token_ids=sorted(eos))
     # A local checkpoint is served under its directory name; the path as given stays an alias.
     default_name = Path(options.model).name if Path(options.model).is_dir() else options.model
     names = options.served_model_names or list(dict.fromkeys([default_name, options.model]))
+    from qwen35.runtime.server.media_parts import vision_serving
+    from qwen35.runtime.vision import MediaPolicy
+
+    local_media = Path(options.allowed_local_media_path) if options.allowed_local_media_path else None
+    # Runners without prepare_media (e.g. MTP speculation, for now) serve text only.
+    vision = (vision_serving(root, model.config, MediaPolicy(local_media_dir=local_media))
+              if hasattr(runner, "prepare_media") else None)
     settings = ServerSettings(served_model_names=names, max_model_len=context, model_root=str(root),
                               api_key=options.api_key, request_timeout=options.request_timeout,
                               max_n=min(16, options.max_running_requests + options.max_queue),
+                              text_only=vision is None, vision=vision,
                               sampling_defaults=sampling_defaults_from(_generation_config(root)))
     summary = {"model": names[0], "root": str(root), "device": device, "dtype": dtype, "max_model_len": context,
-               "max_running_requests": options.max_running_requests}
+               "max_running_requests": options.max_running_requests, "speculative_tokens": options.speculative_tokens}
     return create_app(engine, tokenizer, settings), summary
 
 

@@ -122,6 +122,10 @@ class ServerMetrics:
                                              "Seconds between consecutive tokens of a sequence.", ITL_BUCKETS)
         self.running = Gauge("qwen35_running_requests", "Sequences holding a cache row.", running)
         self.waiting = Gauge("qwen35_waiting_requests", "Sequences waiting for a cache row.", waiting)
+        self.draft_tokens = Counter("qwen35_spec_decode_draft_tokens", "Draft tokens the MTP head proposed.")
+        self.accepted_tokens = Counter("qwen35_spec_decode_accepted_tokens", "Draft tokens verification accepted.")
+        self.acceptance_rate = Gauge("qwen35_spec_decode_acceptance_rate",
+                                     "Accepted / drafted tokens since start (0 before any draft).", self._acceptance)
 
     def on_prompt(self, num_tokens: int) -> None:
         """Engine observer: a prompt was prefilled."""
@@ -135,11 +139,21 @@ class ServerMetrics:
         else:
             self.inter_token_latency.observe(seconds_since_previous)
 
+    def on_speculation(self, drafted: int, accepted: int) -> None:
+        """Engine observer: one speculative step proposed `drafted` tokens and kept `accepted`."""
+        self.draft_tokens.inc(amount=drafted)
+        self.accepted_tokens.inc(amount=accepted)
+
+    def _acceptance(self) -> float:
+        drafted = self.draft_tokens.value()
+        return self.accepted_tokens.value() / drafted if drafted else 0.0
+
     def render(self) -> str:
         """The whole exposition text."""
         lines: list[str] = []
         for metric in (self.requests, self.prompt_tokens, self.generation_tokens, self.aborted,
-                       self.time_to_first_token, self.inter_token_latency, self.running, self.waiting):
+                       self.time_to_first_token, self.inter_token_latency, self.running, self.waiting,
+                       self.draft_tokens, self.accepted_tokens, self.acceptance_rate):
             exposed = f"{metric.name}_total" if metric.kind == "counter" else metric.name
             lines.append(f"# HELP {exposed} {metric.help}")
             lines.append(f"# TYPE {exposed} {metric.kind}")

@@ -4,7 +4,7 @@ Numbers and flags are strict (no "0.7" strings, no true for 1); range checks liv
 SamplingParams.validate so offline and served generation agree on them. Unknown fields are
 ignored, as vLLM and SGLang do. Extensions beyond OpenAI's API: top_k, min_p,
 repetition_penalty, stop_token_ids, ignore_eos, skip_special_tokens, return_token_ids,
-enable_thinking and chat_template_kwargs.
+enable_thinking, chat_template_kwargs and mm_processor_kwargs.
 """
 from __future__ import annotations
 
@@ -123,6 +123,7 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     enable_thinking: StrictBool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    mm_processor_kwargs: dict[str, Any] | None = None  # fps, num_frames, min/max_frames, min/max_pixels, size
 
 
 class CompletionRequest(_Sampling):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from qwen35.runtime.engine.async_engine import AsyncEngine, GenerationOutput, QueueFull, RequestHandle
+from qwen35.runtime.engine.multimodal import MediaInputs
 from qwen35.runtime.engine.sampling import SamplingParams
 from qwen35.runtime.server.errors import APIError, bad_request, from_validation_error
 from qwen35.runtime.server.metrics import ServerMetrics
@@ -132,10 +133,12 @@ class ServerState:
         return self.tokenizer.encode(text)
 
     def submit(self, prompt_ids: list[int], params: list[SamplingParams],
-               skip_special_tokens: bool = True) -> list[RequestHandle]:
-        """Queue the choices; 503 with Retry-After when the queue is full."""
+               skip_special_tokens: bool = True, media: MediaInputs | None = None) -> list[RequestHandle]:
+        """Queue the choices (with the prompt's images and videos); 503 with Retry-After when the queue is full."""
         try:
-            return self.engine.submit(prompt_ids, params, skip_special_tokens=skip_special_tokens)
+            if media is None:
+                return self.engine.submit(prompt_ids, params, skip_special_tokens=skip_special_tokens)
+            return self.engine.submit(prompt_ids, params, skip_special_tokens=skip_special_tokens, media=media)
         except QueueFull as error:
             raise APIError(503, f"The server is busy ({error}); retry shortly.", code="queue_full",
                            headers={"Retry-After": str(self.settings.retry_after_seconds)}) from None

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qwen35.runtime.server.media_parts import VisionServing
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 # Keys of generation_config.json that become per-request sampling defaults (vLLM's behaviour).
@@ -22,7 +25,8 @@ class ServerSettings:
     request_timeout: float | None = 600.0  # seconds per request, queueing included; None: no limit
     max_n: int = 16
     retry_after_seconds: int = 1
-    text_only: bool = True  # until image input lands, image parts are refused
+    text_only: bool = True  # image and video parts refused (a checkpoint without a vision tower)
+    vision: VisionServing | None = None  # processor configs and media policy; needed when text_only is False
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -35,6 +39,8 @@ class ServerSettings:
             raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
         if self.max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {self.max_n}")
+        if not self.text_only and self.vision is None:
+            raise ValueError("text_only=False needs vision settings (VisionServing) to take images and videos")
 
 
 def sampling_defaults_from(generation_config: dict[str, Any]) -> dict[str, Any]:

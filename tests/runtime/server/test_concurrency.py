@@ -5,7 +5,7 @@ import json
 import httpx
 from openai import AsyncOpenAI, OpenAI
 
-from conftest import API_KEY, DEMO_NAME, SCRIPTED_NAME, metric, wait_for
+from server_harness import API_KEY, DEMO_NAME, SCRIPTED_NAME, metric, wait_for
 
 PROMPTS = [f"Question {i}: what is the weather in city number {i * 7}?" + " Please answer." * (i % 3)
            for i in range(8)]

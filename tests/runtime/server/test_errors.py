@@ -6,7 +6,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from conftest import API_KEY, DEMO_NAME, SCRIPTED_NAME, metric
+from server_harness import API_KEY, DEMO_NAME, SCRIPTED_NAME, metric
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

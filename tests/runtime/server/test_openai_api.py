@@ -6,7 +6,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from conftest import (DEFAULT_SCRIPT, DEMO_NAME, SCRIPTED_NAME, TOOL_RESULT_ANSWER)
+from server_harness import (DEFAULT_SCRIPT, DEMO_NAME, SCRIPTED_NAME, TOOL_RESULT_ANSWER)
 
 WEATHER_TOOLS = [
     {"type": "function", "function": {

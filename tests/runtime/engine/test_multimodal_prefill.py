@@ -1,0 +1,141 @@
+"""Chunked multimodal prefill in the engine: chunk edges inside an image and a video give the greedy
+tokens of one whole-prompt forward; text requests decoded beside it keep their own tokens."""
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qwen35.runtime.demo import write_demo_checkpoint
+from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
+from qwen35.runtime.engine.multimodal import MediaInputs, prepare_media
+from qwen35.runtime.engine.runner import TorchModelRunner
+from qwen35.runtime.engine.sampling import SamplingParams
+from qwen35.runtime.model.loader import load_model
+from qwen35.runtime.tokenizer import load_tokenizer
+from qwen35.runtime.vision import (
+    expand_prompt_ids,
+    load_image_config,
+    load_video_config,
+    preprocess_images,
+    preprocess_video,
+    video_from_frames,
+)
+
+MAX_TOKENS = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    path = write_demo_checkpoint(tmp_path_factory.mktemp("mm_engine") / "demo", seed=0)
+    return load_model(path, progress=False), load_tokenizer(path), path
+
+
+def _image(width=64, height=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def request_inputs(demo):
+    """Expanded prompt ids and MediaInputs for one image then one 4-frame video."""
+    _, tokenizer, path = demo
+    images = preprocess_images([_image()], load_image_config(path))
+    video = preprocess_video(video_from_frames([np.asarray(_image(seed=s)) for s in range(1, 5)], fps=2.0),
+                             load_video_config(path))
+    content = [{"type": "text", "text": "Compare"}, {"type": "image"}, {"type": "text", "text": "with"},
+               {"type": "video"}]
+    text = tokenizer.chat_template.render([{"role": "user", "content": content}], add_generation_prompt=True)
+    expanded = expand_prompt_ids(tokenizer.encode(text), image_grids=images.grids(), video_grids=[video.grid_thw],
+                                 video_timestamps=[video.timestamps], encode=tokenizer.encode)
+    media = MediaInputs(images.pixel_values, images.grids(), video.pixel_values, [video.grid_thw])
+    return expanded.ids, media
+
+
+def _greedy_reference(model, prompt_ids, media: MediaInputs | None):
+    """Greedy tokens and their logprobs: one whole-prompt forward (vision inside it), then one token at a time."""
+    ids = torch.tensor([prompt_ids])
+    cache = model.new_cache(1, len(prompt_ids) + MAX_TOKENS)
+    kwargs = {}
+    if media is not None:
+        kwargs = dict(pixel_values=media.pixel_values, image_grid_thw=media.image_grid_thw,
+                      pixel_values_videos=media.pixel_values_videos, video_grid_thw=media.video_grid_thw)
+    with torch.inference_mode():
+        logits = model(ids, cache, last_only=True, **kwargs)[0, -1]
+        tokens, logprobs = [], []
+        for step in range(MAX_TOKENS):
+            if step:
+                logits = model(torch.tensor([[tokens[-1]]]), cache)[0, -1]
+            tokens.append(int(logits.argmax()))
+            logprobs.append(float(logits.log_softmax(-1)[tokens[-1]]))
+    return tokens, logprobs
+
+
+def test_prepared_media_slices_cover_every_pad(demo, request_inputs):
+    model, _, _ = demo
+    prompt_ids, media = request_inputs
+    with torch.inference_mode():
+        prepared = prepare_media(model, prompt_ids, media)
+    image_pads = prompt_ids.count(model.config.image_token_id)
+    assert image_pads == 14 * 20 // 4 and prepared.image_embeds.shape[0] == image_pads
+    video_pads = 2 * 4 * 4 // 4  # grid (2, 4, 4), 2x2 merge
+    assert prepared.video_embeds.shape[0] == prompt_ids.count(model.config.video_token_id) == video_pads
+    assert prepared.positions.shape == (3, len(prompt_ids)) and prepared.rope_delta < 0
+    taken = {"image_embeds": 0, "video_embeds": 0}
+    for start in range(0, len(prompt_ids), 16):
+        chunk = prepared.chunk(start, min(start + 16, len(prompt_ids)))
+        assert chunk["positions"].shape[-1] == min(16, len(prompt_ids) - start)
+        for name in taken:
+            taken[name] += chunk[name].shape[0] if name in chunk else 0
+    assert taken == {"image_embeds": image_pads, "video_embeds": video_pads}
+
+
+def test_chunked_multimodal_prefill_matches_whole_prompt(demo, request_inputs):
+    model, tokenizer, _ = demo
+    prompt_ids, media = request_inputs
+    text_ids = tokenizer.encode("A plain text prompt decoded in the same batch.")
+    want_media = _greedy_reference(model, prompt_ids, media)
+    want_text = _greedy_reference(model, text_ids, None)
+    runner = TorchModelRunner(model, num_rows=3, max_len=256)
+    calls = []
+    original = runner.prepare_media
+    runner.prepare_media = lambda ids, inputs: calls.append(len(ids)) or original(ids, inputs)
+    # Chunks of 16 tokens: the image's 70 pads and the video's frame groups straddle chunk edges.
+    config = EngineConfig(max_running_requests=3, max_model_len=256, prefill_chunk_size=16, max_prefill_tokens=24)
+    # The random demo model's logits are nearly flat, so greedy tokens alone would hide wrong rotary
+    # positions; the logprobs do not.
+    params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True, logprobs=0)
+
+    async def main():
+        engine = AsyncEngine(runner, tokenizer, config)
+        await engine.start()
+        try:
+            text_handle, = engine.submit(text_ids, [params])
+            media_handles = engine.submit(prompt_ids, [params, params], media=media)  # n=2 shares one embedding
+            results = []
+            for handle in [*media_handles, text_handle]:
+                tokens, logprobs = [], []
+                async for output in handle:
+                    tokens += output.token_ids
+                    logprobs += [entry.logprob for entry in output.logprobs or []]
+                results.append((tokens, logprobs))
+            return results
+        finally:
+            await engine.stop()
+
+    first, second, text = asyncio.run(main())
+    for (tokens, logprobs), (want_tokens, want_logprobs) in ((first, want_media), (second, want_media),
+                                                             (text, want_text)):
+        assert tokens == want_tokens
+        assert np.allclose(logprobs, want_logprobs, rtol=0, atol=1e-4), (logprobs, want_logprobs)
+    assert calls == [len(prompt_ids)], "the vision tower runs once per request"
+    assert runner.cache.rope_deltas[0] == 0  # the text row, admitted first, keeps plain positions
