@@ -1,0 +1,1 @@
+"""Benchmarks of the bundled runtime against the transformers baseline (`qwen35 bench`)."""

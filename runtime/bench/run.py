@@ -1,0 +1,94 @@
+"""One `qwen35 bench` run: baseline first (it needs the memory the pools take later), then ours, then the server."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from qwen35.runtime.bench.baseline import bench_baseline
+from qwen35.runtime.bench.engine_bench import bench_decode, bench_prefill
+from qwen35.runtime.bench.machine import copy_bandwidth, machine_info, peak_memory, reset_peak_memory
+from qwen35.runtime.bench.report import ratios
+from qwen35.runtime.bench.server_load import poisson_load
+from qwen35.runtime.bench.workloads import FULL, QUICK, Workload
+from qwen35.runtime.engine.memory_sizing import budget_for
+from qwen35.runtime.engine.paged_runner import build_paged_runner
+from qwen35.runtime.model.checkpoint import resolve_checkpoint_dir
+from qwen35.runtime.model.loader import load_model, resolve_dtype
+from qwen35.runtime.server.launch import resolve_device
+from qwen35.runtime.server.launch import resolve_dtype as resolve_dtype_name
+
+
+@dataclass
+class BenchOptions:
+    """What `qwen35 bench` was asked for."""
+
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    quick: bool = False
+    baseline: bool = True
+    server: bool = True
+    kernels: str = "auto"
+    cuda_graphs: bool = True
+    page_size: int = 16
+
+
+def _model_summary(model, root: Path, dtype: torch.dtype) -> dict:
+    text = model.config.text
+    text_bytes = sum(p.numel() * p.element_size() for p in model.language_model.parameters())
+    if model.lm_head is not None:
+        text_bytes += sum(p.numel() * p.element_size() for p in model.lm_head.parameters())
+    return {"path": str(root), "dtype": str(dtype).removeprefix("torch."),
+            "params": sum(p.numel() for p in model.parameters()), "text_weight_bytes": text_bytes,
+            "hidden_size": text.hidden_size, "layers": text.num_hidden_layers, "moe": text.is_moe}
+
+
+def _build_runner(model, workload: Workload, options: BenchOptions, device: torch.device):
+    """The paged runner, pools sized by slot_pools: measured free memory on CUDA, an exact budget on CPU."""
+    budget = None
+    if device.type != "cuda":
+        rows = workload.max_batch
+        budget = budget_for(model.config.text, rows, rows * workload.max_len + options.page_size, workload.max_len,
+                            model.output_weight.dtype)
+    return build_paged_runner(model, workload.max_len, workload.max_batch, page_size=options.page_size,
+                              budget_bytes=budget, prefill_chunk=workload.prefill_chunk, kernels=options.kernels,
+                              cuda_graphs=options.cuda_graphs)
+
+
+@torch.inference_mode()
+def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda message: None) -> dict:
+    """Every figure of the bench as one JSON-ready dict (machine, workload, ours, baseline, server, ratios)."""
+    device = torch.device(resolve_device(options.device))
+    dtype = resolve_dtype(resolve_dtype_name(options.dtype, device.type))
+    workload = QUICK if options.quick else FULL
+    root = resolve_checkpoint_dir(options.model)
+    result: dict = {"machine": machine_info(device), "workload": asdict(workload)}
+    progress("measuring device-to-device copy bandwidth")
+    result["copy_gbs"] = copy_bandwidth(device)
+    if options.baseline:
+        progress("transformers baseline")
+        result["baseline"] = bench_baseline(root, workload, device, dtype)
+    progress("loading the model and sizing the pools")
+    reset_peak_memory(device)
+    model = load_model(root, device=device, dtype=dtype, progress=False)
+    result["model"] = _model_summary(model, root, dtype)
+    runner, sizing = _build_runner(model, workload, options, device)
+    result["sizing"] = sizing
+    progress("prefill")
+    ours = {"kernels": runner.kernels.name, "cuda_graphs": runner.graphs is not None,
+            "prefill": bench_prefill(runner, workload, device)}
+    progress("decode")
+    ours["decode"] = bench_decode(runner, workload, device, result["copy_gbs"])
+    ours["peak_memory_bytes"] = peak_memory(device)
+    ours["pool_bytes"] = sizing["allocated_bytes"]
+    if device.type == "cuda":
+        ours["peak_excluding_pools_bytes"] = ours["peak_memory_bytes"] - sizing["allocated_bytes"]
+    result["ours"] = ours
+    if options.server:
+        progress("server under Poisson load")
+        result["server"] = poisson_load(runner, root, workload)
+    result["ratios"] = ratios(result)
+    return result

@@ -1,0 +1,211 @@
+"""A `ModelRunner` over a paged KV pool and a fixed pool of linear-attention state slots.
+
+Each engine row owns, while it holds a sequence, one state slot (conv + recurrent state of
+every Gated DeltaNet layer) and the KV pages its tokens fill, page by page. Prompt chunks of
+several rows run as one packed varlen batch (cu_seqlens); decode runs one token for every row
+in one batch, reading KV through block tables and state through slot ids, replayed from a CUDA
+graph at the next captured batch size when there is one. Triton kernels on CUDA, the torch
+references on CPU, chosen once at construction.
+
+Device-side tables, kept in step with the host bookkeeping (row `num_rows` is the padding row):
+  block_tables [num_rows + 1, max_pages] int32: page of each row's j-th block (scratch if unused)
+  row_state_slot [num_rows + 1] int32: each row's state slot, -1 when it holds none
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qwen35.runtime.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
+from qwen35.runtime.engine.kv_pool import BlockManager, KVPool, pages_for
+from qwen35.runtime.engine.memory_sizing import measure_budget, plan_pools, planner_budget, sizing_report
+from qwen35.runtime.engine.paged_kernels import select_kernels
+from qwen35.runtime.engine.paged_model import DecodeBatch, PagedTextModel, PrefillBatch
+from qwen35.runtime.engine.state_pool import PADDING_SLOT, SlotAllocator, StatePool
+from qwen35.runtime.model.qwen35_model import Qwen35Model
+
+
+class PagedModelRunner:
+    """`ModelRunner` (reset_row / prefill / decode) plus packed prefill_batch and release_row."""
+
+    def __init__(self, model: Qwen35Model, num_rows: int, max_len: int, *, page_size: int = 16,
+                 num_pages: int | None = None, kernels: str = "auto", cuda_graphs: bool = True,
+                 max_graph_batch: int | None = None):
+        text = model.config.text
+        self.model = model
+        self.num_rows = num_rows
+        self.max_len = max_len
+        self.vocab_size = text.vocab_size
+        self.device = model.output_weight.device
+        dtype = model.output_weight.dtype
+        num_pages = num_rows * pages_for(max_len, page_size) if num_pages is None else num_pages
+        self.blocks = BlockManager(num_pages, page_size, num_rows, max_len)
+        self.slots = SlotAllocator(num_rows)
+        self.kv = KVPool(text.full_attention_layer_ids, num_pages, page_size, text.num_key_value_heads,
+                         text.head_dim, dtype, self.device)
+        self.state = StatePool(text, num_rows, dtype, self.device)
+        self.kernels = select_kernels(self.device, kernels)
+        self.forward = PagedTextModel(model, self.kv, self.state, self.kernels)
+        self.row_slot: list[int | None] = [None] * num_rows
+        self.block_tables = torch.full((num_rows + 1, self.blocks.max_pages_per_row), self.blocks.scratch_page,
+                                       dtype=torch.int32, device=self.device)
+        self.row_state_slot = torch.full((num_rows + 1,), PADDING_SLOT, dtype=torch.int32, device=self.device)
+        # Decode inputs [4, batch]: token, position, row, flat KV slot. Padding entries (columns past
+        # the batch) hold the padding row, whose KV slot is the scratch page's first.
+        self.padding_column = np.array([0, 0, num_rows, self.blocks.scratch_page * page_size])[:, None]
+        on_cuda = self.device.type == "cuda"
+        self.host_inputs = torch.empty(4, num_rows, dtype=torch.int64, pin_memory=on_cuda)
+        self.host_view = self.host_inputs.numpy()
+        self.host_view[:] = self.padding_column
+        self.inputs = self.host_inputs.to(self.device)
+        self.graphs = None
+        if on_cuda and cuda_graphs and not text.is_moe:  # MoE routing syncs with the host: eager only
+            sizes = graph_batch_sizes(min(num_rows, max_graph_batch or num_rows))
+            self.graphs = DecodeGraphs(self._run_decode, self.inputs, sizes)
+            with torch.inference_mode():
+                self.graphs.capture()
+
+    # -- the ModelRunner protocol ---------------------------------------------------------------
+
+    def reset_row(self, row: int) -> None:
+        """Start a new sequence in row: its old pages and slot go back, a zeroed slot comes in."""
+        self.release_row(row)
+        slot = self.slots.allocate()
+        self.state.clear(slot)
+        self.row_slot[row] = slot
+        self.row_state_slot[row] = slot
+
+    def release_row(self, row: int) -> None:
+        """Free the row's pages and state slot (call when its sequence ends)."""
+        self.blocks.free(row)
+        if self.row_slot[row] is not None:
+            self.slots.free(self.row_slot[row])
+            self.row_slot[row] = None
+            self.row_state_slot[row] = PADDING_SLOT
+
+    def prefill(self, row: int, token_ids: list[int]) -> torch.Tensor:
+        """Append one prompt chunk to a row; the logits [V] after its last token."""
+        return self.prefill_batch([row], [token_ids])[0]
+
+    @torch.inference_mode()
+    def prefill_batch(self, rows: list[int], chunks: list[list[int]]) -> torch.Tensor:
+        """Append a chunk to each of several rows as one packed batch; logits [len(rows), V]."""
+        batch = self._prepare_prefill(rows, chunks)
+        return self.forward.prefill(batch)
+
+    @torch.inference_mode()
+    def decode(self, rows: list[int], token_ids: list[int]) -> torch.Tensor:
+        """Feed each row its last token in one batch; logits [len(rows), V], valid until the next decode."""
+        size = self._prepare_decode(rows, token_ids)
+        if self.graphs is not None and (graph_size := self.graphs.padded_size(size)) is not None:
+            return self.graphs.replay(graph_size)[:size]
+        return self._run_decode(self.inputs[:, :size])
+
+    # -- prepare inputs ---------------------------------------------------------------------------
+
+    def _prepare_prefill(self, rows: list[int], chunks: list[list[int]]) -> PrefillBatch:
+        if len(set(rows)) != len(rows) or len(rows) != len(chunks):
+            raise ValueError("prefill_batch takes one chunk per distinct row")
+        tokens, positions, kv_slots, bounds, new_pages = [], [], [], [], []
+        for row, chunk in zip(rows, chunks):
+            if not chunk:
+                raise ValueError(f"row {row}: an empty prompt chunk")
+            if self.row_slot[row] is None:
+                self.reset_row(row)
+            cached = self.blocks.lengths[row]
+            new_pages += [(row, index, page) for index, page in self.blocks.grow(row, len(chunk))]
+            tokens += chunk
+            positions += range(cached, cached + len(chunk))
+            kv_slots += self.blocks.slots(row, cached, cached + len(chunk))
+            bounds.append((len(tokens) - len(chunk), len(tokens), cached))
+        self._write_block_tables(new_pages)
+        device = self.device
+        rows_t = torch.tensor(rows, dtype=torch.long, device=device)
+        cu = [0] + [end for _, end, _ in bounds]
+        return PrefillBatch(
+            token_ids=torch.tensor(tokens, dtype=torch.long, device=device),
+            positions=torch.tensor(positions, dtype=torch.long, device=device),
+            cu_seqlens=torch.tensor(cu, dtype=torch.int32, device=device),
+            state_slots=self.row_state_slot.index_select(0, rows_t),
+            kv_slots=torch.tensor(kv_slots, dtype=torch.long, device=device),
+            block_tables=self.block_tables.index_select(0, rows_t),
+            last_index=torch.tensor(cu[1:], dtype=torch.long, device=device) - 1,
+            bounds=bounds,
+        )
+
+    def _prepare_decode(self, rows: list[int], token_ids: list[int]) -> int:
+        """Reserve each row's next slot and stage the inputs; returns the batch size."""
+        size = len(rows)
+        if size > self.num_rows or len(token_ids) != size:
+            raise ValueError(f"decode takes one token per row, at most {self.num_rows} rows")
+        host = self.host_view
+        new_pages = []
+        for column, row in enumerate(rows):
+            if self.row_slot[row] is None:
+                raise ValueError(f"row {row} holds no sequence: prefill it first")
+            position = self.blocks.lengths[row]
+            new_pages += [(row, index, page) for index, page in self.blocks.grow(row, 1)]
+            host[0, column], host[1, column], host[2, column] = token_ids[column], position, row
+            host[3, column] = self.blocks.slot(row, position)
+        self._write_block_tables(new_pages)
+        if self.graphs is not None:
+            host[:, size:self.graphs.padded_size(size) or size] = self.padding_column
+        # The whole buffer (a few KiB, one contiguous copy), non-blocking from pinned memory: the next
+        # step rewrites it only after this step's logits were read back (sampling syncs), by when the
+        # copy has long finished.
+        self.inputs.copy_(self.host_inputs, non_blocking=True)
+        return size
+
+    def _write_block_tables(self, new_pages: list[tuple[int, int, int]]) -> None:
+        """Mirror newly reserved pages into the device block tables (one small copy per call)."""
+        if not new_pages:
+            return
+        rows, indices, pages = (torch.tensor(column, dtype=torch.long) for column in zip(*new_pages))
+        self.block_tables[rows.to(self.device), indices.to(self.device)] = pages.to(self.device, torch.int32)
+
+    # -- run the model ------------------------------------------------------------------------------
+
+    def _run_decode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits for staged decode inputs [4, B]; everything derived on the device (graph-safe)."""
+        rows = inputs[2]
+        batch = DecodeBatch(
+            token_ids=inputs[0], positions=inputs[1],
+            state_slots=self.row_state_slot.index_select(0, rows),
+            kv_slots=inputs[3],
+            block_tables=self.block_tables.index_select(0, rows),
+            seq_lens=(inputs[1] + 1).to(torch.int32),
+        )
+        return self.forward.decode(batch)
+
+
+def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, page_size: int = 16,
+                       budget_bytes: float | None = None, prefill_chunk: int = 2048, kernels: str = "auto",
+                       cuda_graphs: bool = True) -> tuple[PagedModelRunner, dict]:
+    """A runner whose pools are sized by planner.memory.slot_pools; returns it with the sizing report.
+
+    The budget for KV + state is `budget_bytes` when given (required on the CPU); on CUDA it is
+    measured after a warm-up prefill of prefill_chunk tokens and a decode step.
+    """
+    text = model.config.text
+    device = model.output_weight.device
+    dtype = model.output_weight.dtype
+    measured = None
+    if budget_bytes is None:
+        def warm_up() -> None:
+            scratch = PagedModelRunner(model, 1, prefill_chunk + 1, page_size=page_size, kernels=kernels,
+                                       cuda_graphs=False)
+            scratch.prefill(0, [0] * prefill_chunk)
+            scratch.decode([0], [0])
+            del scratch
+
+        measured = measure_budget(device, warm_up)
+        budget_bytes = measured.budget_bytes
+    plan = plan_pools(text, budget_bytes, max_running, max_len, page_size, dtype)
+    if plan.state_slots < 1 or plan.num_pages < pages_for(max_len, page_size):
+        raise ValueError(f"{budget_bytes / 2**30:.2f} GiB for KV and state cannot hold one {max_len}-token "
+                         f"request: lower the context or free device memory")
+    runner = PagedModelRunner(model, plan.state_slots, max_len, page_size=page_size, num_pages=plan.num_pages,
+                              kernels=kernels, cuda_graphs=cuda_graphs)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    planner = planner_budget(measured.total_bytes, weights) if measured is not None else None
+    return runner, sizing_report(plan, runner.state.nbytes, runner.kv.nbytes, measured, planner)
