@@ -24,7 +24,7 @@ from qwen35.runtime.server.parsers.tool_calls import ToolCallDelta, ToolCallPars
 from qwen35.runtime.server.protocol import ChatCompletionRequest
 from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
                                            read_json_body, request_id, timeout_error)
-from qwen35.runtime.server.streaming import DONE, EventStreamResponse, sse
+from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 
 def _tool_delta_json(delta: ToolCallDelta) -> dict[str, Any]:
@@ -178,15 +178,8 @@ async def _stream(state: ServerState, body: ChatCompletionRequest, prepared: Pre
     texts = TokenTexts(state.tokenizer)
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs=None, token_ids=None) -> str:
-        entry: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        if finish is not None:
-            entry["stop_reason"] = choices[index].stop_reason
-        if token_ids is not None:
-            entry["token_ids"] = token_ids
-        payload = {**meta, "object": "chat.completion.chunk", "choices": [entry]}
-        if include_usage:
-            payload["usage"] = None
-        return sse(payload)
+        entry = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return choice_chunk(meta, "chat.completion.chunk", entry, choices[index].stop_reason, token_ids, include_usage)
 
     try:
         for index, choice in enumerate(choices):

@@ -15,7 +15,7 @@ from qwen35.runtime.server.logprobs import TokenTexts, completion_logprobs
 from qwen35.runtime.server.protocol import CompletionRequest
 from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
                                            read_json_body, request_id, timeout_error)
-from qwen35.runtime.server.streaming import DONE, EventStreamResponse, sse
+from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 
 @dataclass
@@ -116,15 +116,8 @@ async def _stream(state: ServerState, body: CompletionRequest, handles: list[Req
     offsets = [0] * len(choices)
 
     def chunk(index: int, text: str, finish: str | None, logprobs, token_ids) -> str:
-        entry: dict[str, Any] = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
-        if finish is not None:
-            entry["stop_reason"] = choices[index].stop_reason
-        if token_ids is not None:
-            entry["token_ids"] = token_ids
-        payload = {**meta, "object": "text_completion", "choices": [entry]}
-        if include_usage:
-            payload["usage"] = None
-        return sse(payload)
+        entry = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+        return choice_chunk(meta, "text_completion", entry, choices[index].stop_reason, token_ids, include_usage)
 
     try:
         for index, choice in enumerate(choices):

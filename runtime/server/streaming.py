@@ -17,6 +17,19 @@ from starlette.types import Receive, Scope, Send
 DONE = "data: [DONE]\n\n"
 
 
+def choice_chunk(meta: dict[str, Any], kind: str, entry: dict[str, Any], stop_reason: Any,
+                 token_ids: list[int] | None, include_usage: bool) -> str:
+    """One streamed choice as an SSE event: stop_reason once finished, token ids when asked, a null usage slot."""
+    if entry.get("finish_reason") is not None:
+        entry["stop_reason"] = stop_reason
+    if token_ids is not None:
+        entry["token_ids"] = token_ids
+    payload = {**meta, "object": kind, "choices": [entry]}
+    if include_usage:
+        payload["usage"] = None
+    return sse(payload)
+
+
 def sse(payload: dict[str, Any]) -> str:
     """One SSE frame carrying a JSON object."""
     return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
