@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from qwen35.planner.errors import InputError
+from qwen35.runtime.demo.checkpoint import write_demo_checkpoint
 from qwen35.planner.models.config import config_to_dict
 from qwen35.planner.models.registry import registry_config
 
@@ -40,9 +39,6 @@ def write_shape_checkpoint(shape: str, out_dir: str | Path | None = None, *, see
     key = shape.lower().removeprefix("qwen3.5-")
     if key not in SHAPES:
         raise InputError(f"unknown shape {shape!r}", f"choose one of {', '.join(SHAPES)}")
-    # The demo writer's file set, fed the registry's config instead of a demo shape.
-    from qwen35.runtime.demo.checkpoint import _populate
-
     cfg = registry_config(SHAPES[key])
     out = Path(out_dir) if out_dir is not None else default_shape_dir(key)
     out = out.expanduser().absolute()
@@ -50,15 +46,5 @@ def write_shape_checkpoint(shape: str, out_dir: str | Path | None = None, *, see
         return out
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and does not hold the {key} shape", "choose an empty or new directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        _populate(staging, cfg, seed, progress or (lambda step: None))
-        os.chmod(staging, 0o755)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    # The demo writer's file set and atomic write, fed the registry's config.
+    return write_demo_checkpoint(out, seed=seed, progress=progress, config=cfg)

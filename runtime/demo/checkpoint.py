@@ -132,10 +132,15 @@ def _populate(directory: Path, cfg: CheckpointConfig, seed: int, report: Callabl
 
 
 def write_demo_checkpoint(out_dir: str | Path, *, seed: int = 0, shape: str = "tiny", overwrite: bool = False,
-                          progress: Callable[[str], None] | None = None) -> Path:
-    """Write a random-weight demo checkpoint to out_dir (built beside it, then renamed into place)."""
+                          progress: Callable[[str], None] | None = None,
+                          config: CheckpointConfig | None = None) -> Path:
+    """Write a random-weight checkpoint to out_dir (built beside it, then renamed into place).
+
+    The demo `shape` by default; `config` writes another architecture (e.g. a registry model's
+    real shape) with the same file set.
+    """
     out_dir = Path(out_dir).expanduser().absolute()
-    cfg = demo_config(shape)
+    cfg = config if config is not None else demo_config(shape)
     _check_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = progress or (lambda step: None)
