@@ -70,7 +70,7 @@ class Recipe:
     """What one range of an engine's releases needs to import its parser on CPU."""
 
     first: str  # the newest recipe whose `first` <= the release applies
-    deps: tuple[str, ...]  # distributions missing from the project venv, pinned by the engine when it pins them
+    deps: tuple[str, ...]  # distributions the project venv lacks; the engine's pins apply
     stubs: tuple[str, ...] = ()  # top-level modules given import-only stand-ins in the child
 
 
@@ -80,60 +80,36 @@ class OptionSpec:
 
     choices: tuple[str, ...] | None
     default: str  # repr() of the parser default
-    deprecated: bool  # the engine marks it deprecated (a Deprecated* action or "deprecated" in its help)
+    deprecated: bool  # heuristic: a Deprecated* action class, or "deprecated" in its help
 
 
-# Found by importing each release's parser in a bare child and adding what it asked for;
-# verified releases are listed. IPython, xgrammar and transformers come in through the
-# function-call and model-config registries that feed --tool-call-parser and friends.
+# Found by importing each release's parser in a bare child and adding what it asked for.
+# Verified: sglang 0.5.13.post1 and 0.5.14 through 0.5.23; vllm 0.33.0.
+# sglang.srt.utils.common imports these at top level.
+_SGLANG_UTILS = ("orjson", "pillow", "psutil", "pybase64", "pyzmq", "requests", "urllib3")
+# The --tool-call-parser choices come from importing the detectors themselves (until 0.5.23).
+_SGLANG_FUNCTION_CALL = ("ipython", "traitlets", "partial-json-parser")
+# Up to 0.5.18 the parser imports sglang.srt.configs, which registers model types (qwen3_asr)
+# that newer transformers already owns: the release's own transformers pin (and that one's
+# hub and tokenizers pins) is needed.
+_SGLANG_MODEL_CONFIGS = ("transformers", "huggingface-hub", "tokenizers", "sentencepiece", "dill")
+_XGRAMMAR = ("xgrammar", "apache-tvm-ffi")
+
 SGLANG_RECIPES = (
-    # 0.5.13.post1: its configs register model types that transformers >= 5.9 already
-    # owns, so the release's own transformers pin (and that one's hub/tokenizers) is needed.
-    Recipe(
-        "0.5.0",
-        deps=(
-            "transformers", "huggingface-hub", "tokenizers", "sentencepiece", "dill",
-            "ipython", "traitlets", "orjson", "partial-json-parser", "pillow", "psutil",
-            "pybase64", "pyzmq", "requests", "urllib3",
-        ),
-        stubs=("triton", "torchvision"),
-    ),
-    # 0.5.15-0.5.18: as above, and the kernels package (imported for a chunk-size constant) wants msgspec.
-    Recipe(
-        "0.5.15",
-        deps=(
-            "transformers", "huggingface-hub", "tokenizers", "sentencepiece", "dill",
-            "ipython", "traitlets", "msgspec", "orjson", "partial-json-parser", "pillow",
-            "psutil", "pybase64", "pyzmq", "requests", "urllib3",
-        ),
-        stubs=("triton", "torchvision"),
-    ),
-    # 0.5.16-0.5.18: the function-call registry now imports xgrammar (which needs tvm_ffi).
-    Recipe(
-        "0.5.16",
-        deps=(
-            "transformers", "huggingface-hub", "tokenizers", "sentencepiece", "dill",
-            "xgrammar", "apache-tvm-ffi", "ipython", "traitlets", "msgspec", "orjson",
-            "partial-json-parser", "pillow", "psutil", "pybase64", "pyzmq", "requests", "urllib3",
-        ),
-        stubs=("triton", "torchvision"),
-    ),
-    # 0.5.19-0.5.22: model types are registered with exist_ok, so the venv's transformers does.
-    Recipe(
-        "0.5.19",
-        deps=(
-            "xgrammar", "apache-tvm-ffi", "ipython", "traitlets", "msgspec", "orjson",
-            "partial-json-parser", "pillow", "psutil", "pybase64", "pyzmq", "requests",
-            "urllib3",
-        ),
-        stubs=("triton", "torchvision"),
-    ),
-    # 0.5.23: parser names live in light registries; torchvision is imported lazily.
-    Recipe(
-        "0.5.23",
-        deps=("msgspec", "orjson", "pillow", "psutil", "pybase64", "pyzmq", "requests", "urllib3"),
-        stubs=("triton",),
-    ),
+    Recipe("0.5.0", deps=_SGLANG_MODEL_CONFIGS + _SGLANG_FUNCTION_CALL + _SGLANG_UTILS,
+           stubs=("triton", "torchvision")),
+    # sglang.kernels (imported for FLA's chunk size) wants msgspec.
+    Recipe("0.5.15", deps=_SGLANG_MODEL_CONFIGS + _SGLANG_FUNCTION_CALL + ("msgspec",) + _SGLANG_UTILS,
+           stubs=("triton", "torchvision")),
+    # A tool-call detector imports xgrammar.
+    Recipe("0.5.16",
+           deps=_SGLANG_MODEL_CONFIGS + _SGLANG_FUNCTION_CALL + _XGRAMMAR + ("msgspec",) + _SGLANG_UTILS,
+           stubs=("triton", "torchvision")),
+    # sglang.srt.configs is no longer on the parser's path: the venv's transformers does.
+    Recipe("0.5.19", deps=_SGLANG_FUNCTION_CALL + _XGRAMMAR + ("msgspec",) + _SGLANG_UTILS,
+           stubs=("triton", "torchvision")),
+    # Parser names come from light registries, and torchvision is imported lazily.
+    Recipe("0.5.23", deps=("msgspec",) + _SGLANG_UTILS, stubs=("triton",)),
 )
 
 VLLM_RECIPES = (
@@ -154,7 +130,9 @@ VLLM_RECIPES = (
 def default_cache_root() -> Path:
     """The cache root: $QWEN35_CONTRACT_CACHE, else ~/.cache/qwen35/contract."""
     configured = os.environ.get("QWEN35_CONTRACT_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "qwen35" / "contract"
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "qwen35" / "contract"
 
 
 def index_reachable(timeout_s: float = 10.0) -> bool:
@@ -173,18 +151,18 @@ def ensure_sglang(version: str, root: Path | None = None) -> Path:
 
 
 def ensure_vllm(version: str, root: Path | None = None) -> Path:
-    """Install vllm==version's Python files and its parser's light deps under root once; return the directory."""
+    """Install vllm==version's Python files and its parser's light deps under root once; return the dir."""
     return _ensure("vllm", version, root, _populate_vllm)
 
 
 def is_installed(engine: str, version: str, root: Path | None = None) -> bool:
-    """Whether that release of "sglang" or "vllm" is already installed, with the current recipe, under root."""
+    """Whether that release of engine ("sglang" or "vllm") is installed under root with the current recipe."""
     target, version = _target(engine, version, root)
     return _is_complete(target, engine, version, recipe_for(engine, version))
 
 
 def parse_sglang(version: str, argvs: list[list[str]], root: Path | None = None) -> list[str | None]:
-    """Parse each argv (what follows `python -m sglang.launch_server`): None if accepted, else argparse's message."""
+    """Parse each argv (after `python -m sglang.launch_server`): None if accepted, else argparse's message."""
     return _ask_child("sglang", ensure_sglang(version, root), {"mode": "parse", "argvs": argvs})
 
 
@@ -236,7 +214,10 @@ def _ensure(engine: str, version: str, root: Path | None, populate: Callable[[Pa
     with _locked(root / f".{engine}-{version}.lock"):
         if _is_complete(target, engine, version, recipe):  # another caller finished first
             return target
+        for stale in root.glob(f".{engine}-{version}.partial-*"):  # only the lock holder makes these
+            shutil.rmtree(stale, ignore_errors=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{engine}-{version}.partial-", dir=root))
+        partial.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             populate(partial, version)
             installed = _install_deps(partial, recipe)
@@ -367,12 +348,14 @@ def _ask_child(engine: str, target: Path, request: dict) -> list | dict:
         request_path, result_path = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_path.write_text(json.dumps(request))
         # -P: this file's folder stays off sys.path; -s: no user site-packages.
-        command = [sys.executable, "-s", "-P", str(Path(__file__).resolve()), str(request_path), str(result_path)]
+        command = [sys.executable, "-s", "-P", str(Path(__file__).resolve()),
+                   str(request_path), str(result_path)]
         try:
             completed = subprocess.run(command, env=env, capture_output=True, text=True,
                                        timeout=_CHILD_TIMEOUT_S, cwd=scratch)
         except subprocess.TimeoutExpired as error:
-            raise EngineCliError(f"{engine} {marker['version']}: the parser child ran over {_CHILD_TIMEOUT_S} s") from error
+            raise EngineCliError(
+                f"{engine} {marker['version']}: the parser child ran over {_CHILD_TIMEOUT_S} s") from error
         if completed.returncode != 0 or not result_path.exists():
             raise EngineCliError(f"{engine} {marker['version']}: building the parser failed "
                                  f"(exit {completed.returncode}):\n{_tail(completed.stderr)}")
@@ -398,7 +381,10 @@ class _StandIn(types.ModuleType):
         if name.startswith("__"):
             raise AttributeError(name)
         # Capitalised names are used as base classes and in isinstance checks; the rest as submodules.
-        value = _StandInClass(name, (), {}) if name[:1].isupper() else importlib.import_module(f"{self.__name__}.{name}")
+        if name[:1].isupper():
+            value = _StandInClass(name, (), {})
+        else:
+            value = importlib.import_module(f"{self.__name__}.{name}")
         setattr(self, name, value)
         return value
 
@@ -454,7 +440,8 @@ def _sglang_parser():
     sys.modules["sglang"] = importlib.util.module_from_spec(importlib.util.find_spec("sglang"))
     from sglang.srt.server_args import ServerArgs
 
-    parser = argparse.ArgumentParser(prog="sglang serve")  # as sglang.srt.server_args.prepare_server_args builds it
+    # Built as sglang.srt.server_args.prepare_server_args builds it.
+    parser = argparse.ArgumentParser(prog="sglang serve")
     ServerArgs.add_cli_args(parser)
     return parser
 

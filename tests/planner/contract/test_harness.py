@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from .engine_cli import (
     parse_sglang,
     parse_vllm,
     recipe_for,
+    _install_stand_ins,
     _requirement_pins,
+    _StandInFinder,
 )
 
 MODEL = "Qwen/Qwen3.5-397B-A17B"
@@ -41,7 +44,8 @@ class SglangRelease:
 
 SGLANG_RELEASES = (
     SglangRelease("0.5.13.post1", OLD_MAMBA_FLAG, takes_other_spelling=False),  # last with the old name only
-    SglangRelease("0.5.19", NEW_MAMBA_FLAG, takes_other_spelling=True),  # 0.5.14-0.5.19: old name is an alias
+    # 0.5.14-0.5.19 take both; the old name is a deprecated alias.
+    SglangRelease("0.5.19", NEW_MAMBA_FLAG, takes_other_spelling=True),
     SglangRelease("0.5.20", NEW_MAMBA_FLAG, takes_other_spelling=False),  # first to reject the old name
     SglangRelease("0.5.23", NEW_MAMBA_FLAG, takes_other_spelling=False),  # newest on PyPI
 )
@@ -56,6 +60,7 @@ def _sglang_argvs(release: SglangRelease) -> list[list[str]]:
         [*base, release.other_flag, "extra_buffer"],
         [*base, "--bogus-flag", "1"],
         [*base, release.mamba_flag, "v2"],
+        [*base, "--cuda-graph-max-bs", "256"],
     ]
 
 
@@ -123,6 +128,19 @@ def test_sglang_rejects_a_bogus_flag_and_a_bad_choice(verdicts, release):
 
 
 @pytest.mark.network
+@pytest.mark.parametrize("release", SGLANG_RELEASES, ids=lambda release: release.version)
+def test_sglang_cuda_graph_max_bs_is_ambiguous_from_0_5_20(verdicts, release):
+    # By 0.5.19 --cuda-graph-max-bs is a deprecated alias beside --cuda-graph-max-bs-{decode,prefill};
+    # 0.5.20 drops the alias, and the old name then abbreviates both of the new ones.
+    verdict = _verdicts(verdicts, release.version)[4]
+    if release.version in ("0.5.13.post1", "0.5.19"):
+        assert verdict is None
+    else:
+        assert verdict == ("ambiguous option: --cuda-graph-max-bs could match "
+                           "--cuda-graph-max-bs-decode, --cuda-graph-max-bs-prefill")
+
+
+@pytest.mark.network
 def test_vllm_serve_accepts_the_qwen35_flags_and_rejects_foreign_ones(verdicts):
     accepted, bogus, bad_choice, sglang_flag = _verdicts(verdicts, "vllm")
     assert accepted is None
@@ -144,6 +162,8 @@ def test_a_second_request_reuses_the_installed_release(verdicts):
 
 def test_recipes_follow_the_release_ranges():
     assert recipe_for("sglang", "0.5.13.post1").first == "0.5.0"
+    assert recipe_for("sglang", "0.5.14").first == "0.5.0"
+    assert recipe_for("sglang", "0.5.18").first == "0.5.16"
     assert recipe_for("sglang", "0.5.19").first == "0.5.19"
     assert recipe_for("sglang", "0.5.22").first == "0.5.19"
     assert recipe_for("sglang", "0.5.23").first == "0.5.23"
@@ -180,3 +200,27 @@ def test_an_unknown_release_fails_with_the_pip_error(tmp_path):
         pytest.skip("the package index is unreachable")
     with pytest.raises(EngineCliError, match="sglang==0.0.999"):
         parse_sglang("0.0.999", [["--model-path", MODEL]], root=tmp_path)
+
+
+def test_stand_ins_import_decorate_and_step_aside_for_real_packages(monkeypatch):
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))  # the finders go away with the test
+    root = "qwen35_absent_gpu_library"
+    _install_stand_ins([root, "json"])
+    try:
+        from qwen35_absent_gpu_library.language import extra  # noqa: F401  (a submodule import)
+        import qwen35_absent_gpu_library as library
+
+        @library.jit
+        def kernel():
+            return 7
+
+        @library.autotune(configs=[library.Config(num_warps=4)], key=["n"])
+        def tuned():
+            return 8
+
+        assert (kernel(), tuned()) == (7, 8)
+        assert not isinstance(kernel, library.runtime.jit.JITFunction)
+        assert [finder.root for finder in sys.meta_path if isinstance(finder, _StandInFinder)] == [root]
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == root]:
+            del sys.modules[name]
