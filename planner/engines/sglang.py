@@ -12,6 +12,10 @@ from qwen35.planner.plan import EngineCommand
 # spelling as an alias; from 0.5.20 the old spelling is rejected (checked against each
 # release's own parser in tests/planner/contract).
 NEW_MAMBA_FLAG_FIRST = "0.5.14"
+# --flashinfer-allreduce-fusion-backend replaces --enable-flashinfer-allreduce-fusion from 0.5.14;
+# --mm-feature-transport replaces the SGLANG_USE_CUDA_IPC_TRANSPORT switch from 0.5.16.
+ALLREDUCE_BACKEND_FIRST = "0.5.14"
+MM_TRANSPORT_FLAG_FIRST = "0.5.16"
 NEWEST_KNOWN = "0.5.23"
 DEFAULT_DIST_PORT = 20000
 MULTITHREAD_LOAD = {"enable_multithread_load": "true", "num_threads": 64}
@@ -86,8 +90,12 @@ def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], 
         env["SGLANG_USE_AITER"] = "1"
     if settings.precision == "nvfp4":
         base += ["--quantization", "modelopt_fp4", "--kv-cache-dtype", "fp8_e4m3"]
+    release = parse_version(version)
     if settings.allreduce_fusion:
-        base.append("--enable-flashinfer-allreduce-fusion")
+        if release >= parse_version(ALLREDUCE_BACKEND_FIRST):
+            base += ["--flashinfer-allreduce-fusion-backend", "auto"]
+        else:
+            base.append("--enable-flashinfer-allreduce-fusion")
     if settings.multithread_load:
         base += ["--model-loader-extra-config", json.dumps(MULTITHREAD_LOAD, separators=(",", ":"))]
     if settings.speculative_tokens:
@@ -100,7 +108,10 @@ def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], 
         env["SGLANG_ENABLE_SPEC_V2"] = "1"
     if settings.vendor == "nvidia" and settings.nodes == 1:
         # Multimodal features cross processes through CUDA IPC instead of host copies (single node only).
-        env["SGLANG_USE_CUDA_IPC_TRANSPORT"] = "1"
+        if release >= parse_version(MM_TRANSPORT_FLAG_FIRST):
+            base += ["--mm-feature-transport", "cuda_ipc"]
+        else:
+            env["SGLANG_USE_CUDA_IPC_TRANSPORT"] = "1"
     base += list(settings.extra_args)
     if settings.nodes == 1:
         return [EngineCommand(0, base, env)], notes
