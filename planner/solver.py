@@ -256,6 +256,13 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
     plan.memory["weights_total_bytes"] = stored.total
     for component, size in stored.by_component.items():
         plan.memory[f"weights_{component}_bytes"] = size
+    if resolved.index_total_size:
+        # A local checkpoint's own index says how many tensor bytes it holds: cross-check the count.
+        plan.memory["checkpoint_index_total_size_bytes"] = resolved.index_total_size
+        if abs(resolved.index_total_size - stored.total) > 0.01 * stored.total:
+            plan.warnings.append(
+                f"the checkpoint's index lists {human_bytes(resolved.index_total_size)} of tensors, but its config "
+                f"implies {human_bytes(stored.total)}: the plan's memory figures may be off")
     if engine == "bundled" and precision == "fp8":
         plan.reasons.append("the bundled runtime dequantises FP8 weights to BF16 at load")
 

@@ -113,3 +113,22 @@ def test_unknown_option_is_a_usage_error_not_a_traceback():
     done = run("plan", "--bogus")
     assert done.returncode == 2
     assert "No such option" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_local_checkpoint_index_total_size_is_cross_checked(tmp_path: Path):
+    from qwen35.planner.models.registry import registry_config_json, resolve_model
+
+    expected = run("plan", "--model", "Qwen3.5-9B", "--gpu", "H100:1", "--json")
+    weights_total = json.loads(expected.stdout)["memory"]["weights_total_bytes"]
+    for name, total, warned in (("agrees", weights_total, False), ("disagrees", weights_total // 2, True)):
+        checkpoint = tmp_path / name
+        checkpoint.mkdir()
+        (checkpoint / "config.json").write_text(json.dumps(registry_config_json("Qwen3.5-9B")))
+        (checkpoint / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": int(total)}, "weight_map": {}}))
+        assert resolve_model(str(checkpoint)).index_total_size == int(total)
+        done = run("plan", "--model", str(checkpoint), "--gpu", "H100:1", "--json")
+        assert done.returncode == 0, done.stderr
+        plan = json.loads(done.stdout)
+        assert plan["memory"]["checkpoint_index_total_size_bytes"] == int(total)
+        assert ("index lists" in " ".join(plan["warnings"])) is warned
