@@ -37,18 +37,6 @@ def schema_types(schema: Any) -> list[str]:
     return list(dict.fromkeys(types))
 
 
-def _as_integer(text: str) -> tuple[bool, Any]:
-    try:
-        return True, int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return False, None
-    return (True, int(number)) if number.is_integer() else (False, None)
-
-
 def _as_number(text: str) -> tuple[bool, Any]:
     try:
         return True, int(text)
@@ -61,6 +49,14 @@ def _as_number(text: str) -> tuple[bool, Any]:
     if number != number or number in (float("inf"), float("-inf")):
         return False, None  # JSON has no NaN or infinity
     return True, number
+
+
+def _as_integer(text: str) -> tuple[bool, Any]:
+    # An integer parameter also takes a whole-valued number such as "3.0".
+    ok, number = _as_number(text)
+    if not ok or isinstance(number, int):
+        return ok, number
+    return (True, int(number)) if number.is_integer() else (False, None)
 
 
 def _as_boolean(text: str) -> tuple[bool, Any]:
