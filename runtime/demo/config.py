@@ -120,9 +120,8 @@ _PIXEL_NORMALISATION = {
 }
 
 
-def preprocessor_config() -> dict[str, Any]:
-    """preprocessor_config.json: 16-pixel patches, 2 frames per temporal patch, 2x2 merge, 256^2..4096^2 pixels."""
-    min_pixels, max_pixels = 65536, 16777216
+def _patching(min_pixels: int, max_pixels: int) -> dict[str, Any]:
+    """The fields images and videos share: pixel budget, 16-pixel patches, 2 frames per temporal patch, 2x2 merge."""
     return {
         "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
         "min_pixels": min_pixels,
@@ -131,6 +130,13 @@ def preprocessor_config() -> dict[str, Any]:
         "temporal_patch_size": 2,
         "merge_size": 2,
         **_PIXEL_NORMALISATION,
+    }
+
+
+def preprocessor_config() -> dict[str, Any]:
+    """preprocessor_config.json: 16-pixel patches, 2 frames per temporal patch, 2x2 merge, 256^2..4096^2 pixels."""
+    return {
+        **_patching(65536, 16777216),
         "image_processor_type": "Qwen2VLImageProcessorFast",
         "processor_class": "Qwen3VLProcessor",
     }
@@ -138,15 +144,8 @@ def preprocessor_config() -> dict[str, Any]:
 
 def video_preprocessor_config() -> dict[str, Any]:
     """video_preprocessor_config.json: the image patching plus a larger pixel budget and frame sampling."""
-    min_pixels, max_pixels = 4096, 25165824
     return {
-        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
-        "min_pixels": min_pixels,
-        "max_pixels": max_pixels,
-        "patch_size": 16,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-        **_PIXEL_NORMALISATION,
+        **_patching(4096, 25165824),
         "fps": 2,
         "min_frames": 4,
         "max_frames": 768,
