@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from qwen35.runtime.demo import write_demo_checkpoint
 from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
 from qwen35.runtime.engine.multimodal import MediaInputs, prepare_media
 from qwen35.runtime.engine.runner import TorchModelRunner
@@ -26,18 +25,9 @@ from qwen35.runtime.vision import (
 MAX_TOKENS = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    path = write_demo_checkpoint(tmp_path_factory.mktemp("mm_engine") / "demo", seed=0)
-    return load_model(path, progress=False), load_tokenizer(path), path
+def demo(demo_path):
+    return load_model(demo_path, progress=False), load_tokenizer(demo_path), demo_path
 
 
 def _image(width=64, height=48, seed=0):

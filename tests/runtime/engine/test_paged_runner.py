@@ -19,7 +19,6 @@ import torch
 
 from qwen35.runtime import LLM, SamplingParams
 from qwen35.runtime.bench.agreement import greedy_generate, spread_weights
-from qwen35.runtime.demo import write_demo_checkpoint
 from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
 from qwen35.runtime.engine.kv_pool import PoolExhausted
 from qwen35.runtime.engine.paged_runner import PagedModelRunner
@@ -31,19 +30,6 @@ from qwen35_tiny_checkpoints import build_hf_model  # noqa: E402
 
 AWKWARD_LENGTHS = (1, 15, 16, 17, 63, 64, 65, 130)
 HAS_CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def demo_path(tmp_path_factory):
-    return write_demo_checkpoint(tmp_path_factory.mktemp("paged") / "demo", seed=0)
 
 
 @pytest.fixture(scope="module")

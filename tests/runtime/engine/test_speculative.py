@@ -11,7 +11,6 @@ import torch
 
 from qwen35.planner.errors import InputError
 from qwen35.planner.models.config import parse_config
-from qwen35.runtime.demo import write_demo_checkpoint
 from qwen35.runtime.demo.config import demo_config_dict
 from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
 from qwen35.runtime.engine.runner import TorchModelRunner
@@ -22,19 +21,6 @@ from qwen35.runtime.engine.speculative import SpeculativeRunner
 from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS, LLM
 from qwen35.runtime.model.qwen35_model import Qwen35Model
 from qwen35.runtime.server.metrics import ServerMetrics
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def demo_path(tmp_path_factory):
-    return write_demo_checkpoint(tmp_path_factory.mktemp("speculative") / "demo", seed=0)
 
 
 def tiny_model(vocab: int, seed: int) -> Qwen35Model:
