@@ -6,12 +6,11 @@ returns how the model will be obtained so the CLI can warn about a download.
 from __future__ import annotations
 
 import errno
-import importlib.metadata
-import importlib.util
 import os
 import socket
 from pathlib import Path
 
+from qwen35.planner.engines.versions import installed_version
 from qwen35.planner.errors import InputError, Qwen35Error
 
 ENGINE_PACKAGES = {"sglang": "sglang", "vllm": "vllm"}  # engine name -> distribution name
@@ -133,12 +132,7 @@ def engine_version(engine: str) -> str | None:
     if engine not in ENGINE_PACKAGES:
         choices = ", ".join(ENGINE_PACKAGES)
         raise InputError(f"unknown engine {engine!r}", f"choose one of: {choices}")
-    try:
-        version = importlib.metadata.version(ENGINE_PACKAGES[engine])
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    # Metadata can outlive an uninstall that removed the files; find_spec looks without importing.
-    return version if importlib.util.find_spec(engine) is not None else None
+    return installed_version(ENGINE_PACKAGES[engine])
 
 
 def check_engine_installed(engine: str) -> str:

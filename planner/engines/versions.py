@@ -1,15 +1,17 @@
 """Which release of an engine a plan is rendered for."""
 from __future__ import annotations
 
-from importlib import metadata
+from importlib import metadata, util
 
 
 def installed_version(distribution: str) -> str | None:
-    """The installed release of a distribution, read from package metadata without importing it."""
+    """The installed release of a distribution (whose import name is the same), without importing it."""
     try:
-        return metadata.version(distribution)
+        version = metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
+    # Metadata can outlive an uninstall that removed the files; find_spec looks without importing.
+    return version if util.find_spec(distribution) is not None else None
 
 
 def resolve_version(distribution: str, requested: str | None, newest_known: str) -> str:
