@@ -5,6 +5,11 @@ Every step decodes all sequences whose prompt is in the cache, and spends up to
 `max_prefill_tokens` on prompt chunks of newly admitted ones (oldest first, at most
 `prefill_chunk_size` tokens per chunk), so a long prompt never stalls running decodes
 for more than one chunk's time.
+
+With a paged KV pool smaller than rows x context (`kv_pages`), admission also reserves the
+pages a sequence can ever fill (prompt + max_tokens) and returns them when it ends, so a
+running sequence never finds the pool empty and nothing is preempted. The price is that a
+request which asks for the whole context holds that many pages even when it stops early.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class SchedulerConfig:
     max_model_len: int = 4096
     prefill_chunk_size: int = 256
     max_prefill_tokens: int = 512
+    kv_pages: int | None = None  # pages in the KV pool (None: every row holds a full context)
+    page_size: int = 16
 
     def validate(self) -> None:
         """Raise ValueError naming the first limit that is not a positive integer."""
@@ -43,6 +50,12 @@ class SchedulerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_waiting < 0:
             raise ValueError(f"max_waiting must be >= 0, got {self.max_waiting}")
+        if self.page_size < 1 or (self.kv_pages is not None and self.kv_pages < 1):
+            raise ValueError(f"a KV pool needs positive sizes, got {self.kv_pages} pages of {self.page_size} tokens")
+
+    def pages_reserved(self, prompt_len: int, max_tokens: int) -> int:
+        """Pages a sequence can ever fill: its prompt and every token it may generate."""
+        return -(-(prompt_len + max_tokens) // self.page_size)
 
 
 @dataclass(eq=False)
@@ -104,6 +117,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
         self._free_rows = list(range(config.max_running - 1, -1, -1))  # pop() gives row 0 first
+        self.free_pages = config.kv_pages  # pages not reserved by a running sequence (None: unlimited)
 
     @property
     def num_waiting(self) -> int:
@@ -129,6 +143,10 @@ class Scheduler:
         if prompt_len + max_tokens > self.config.max_model_len:
             raise ValueError(f"prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) exceeds the "
                              f"context of {self.config.max_model_len} tokens")
+        pool = self.config.kv_pages
+        if pool is not None and self.config.pages_reserved(prompt_len, max_tokens) > pool:
+            raise ValueError(f"prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) exceeds the KV pool "
+                             f"of {pool * self.config.page_size} tokens")
 
     def add(self, sequences: list[Sequence]) -> None:
         """Queue sequences together, or none of them (QueueFull) when the queue lacks room."""
@@ -141,7 +159,7 @@ class Scheduler:
 
     def schedule(self) -> StepPlan:
         """Admit what fits and plan the next step; prefill progress is recorded as planned."""
-        while self.waiting and self._free_rows:
+        while self.waiting and self._free_rows and self._reserve(self.waiting[0]):
             seq = self.waiting.popleft()
             seq.row = self._free_rows.pop()
             seq.status = Status.PREFILLING
@@ -169,4 +187,16 @@ class Scheduler:
         else:
             self.running.remove(seq)
             self._free_rows.append(seq.row)
+            if self.free_pages is not None:
+                self.free_pages += self.config.pages_reserved(len(seq.prompt_ids), seq.max_tokens)
         seq.status = Status.FINISHED
+
+    def _reserve(self, seq: Sequence) -> bool:
+        """Take the pages seq may fill from the pool, if they are there (first come, first served)."""
+        if self.free_pages is None:
+            return True
+        needed = self.config.pages_reserved(len(seq.prompt_ids), seq.max_tokens)
+        if needed > self.free_pages:
+            return False
+        self.free_pages -= needed
+        return True

@@ -98,3 +98,51 @@ def test_config_validation_names_the_bad_limit():
         Scheduler(SchedulerConfig(max_running=0))
     with pytest.raises(ValueError, match="max_waiting"):
         Scheduler(SchedulerConfig(max_waiting=-1))
+
+
+def test_admission_reserves_kv_pages_and_finishing_returns_them():
+    # 10 pages of 4 tokens; each sequence reserves pages for prompt + max_tokens.
+    config = SchedulerConfig(max_running=4, prefill_chunk_size=64, max_prefill_tokens=256, kv_pages=10, page_size=4)
+    scheduler = Scheduler(config)
+    a, b, c = _seq(0, 9, max_tokens=7), _seq(1, 12, max_tokens=4), _seq(2, 1, max_tokens=1)
+    scheduler.add([a, b, c])
+    plan = scheduler.schedule()
+    # a needs 4 pages, b 4: both fit (2 left); c needs 1 but waits behind nobody, so it is admitted too.
+    assert [ch.seq for ch in plan.prefills] == [a, b, c] and scheduler.free_pages == 1
+    d = _seq(3, 5, max_tokens=3)  # 2 pages: a row is free, the pages are not
+    scheduler.add([d])
+    _finish_step(plan)
+    plan = scheduler.schedule()
+    assert d.status is Status.WAITING and d.row is None and plan.decodes == [a, b, c]
+    scheduler.finish(c)
+    assert scheduler.free_pages == 2
+    plan = scheduler.schedule()
+    assert d.row is not None and [ch.seq for ch in plan.prefills] == [d] and scheduler.free_pages == 0
+    for seq in (a, b, d):
+        scheduler.finish(seq)
+    assert scheduler.free_pages == 10
+
+
+def test_admission_is_first_come_first_served_when_pages_are_short():
+    config = SchedulerConfig(max_running=4, kv_pages=4, page_size=4, prefill_chunk_size=64, max_prefill_tokens=256)
+    scheduler = Scheduler(config)
+    big, small = _seq(0, 12, max_tokens=4), _seq(1, 2, max_tokens=2)
+    holder = _seq(2, 2, max_tokens=2)
+    scheduler.add([holder])
+    scheduler.schedule()
+    scheduler.add([big, small])
+    scheduler.schedule()
+    # big needs all 4 pages and holder has one: small must not overtake big and starve it.
+    assert big.row is None and small.row is None
+    scheduler.finish(holder)
+    scheduler.schedule()
+    assert big.row is not None and small.row is None
+
+
+def test_a_request_larger_than_the_kv_pool_is_refused_at_once():
+    scheduler = Scheduler(SchedulerConfig(max_running=2, max_model_len=100, kv_pages=5, page_size=4))
+    with pytest.raises(ValueError, match="exceeds the KV pool of 20 tokens"):
+        scheduler.add([_seq(0, 15, max_tokens=6)])
+    scheduler.add([_seq(1, 15, max_tokens=5)])  # exactly 20 tokens: fits
+    with pytest.raises(ValueError, match="positive sizes"):
+        Scheduler(SchedulerConfig(kv_pages=0))
