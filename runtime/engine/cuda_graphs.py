@@ -2,8 +2,9 @@
 
 A decode step is hundreds of small launches (about fifteen per layer): replaying a graph
 removes the per-launch CPU cost, which at batch 1 is most of the step. Every graph reads one
-static input buffer [4, max_batch] (token, position, row, flat KV slot per entry) and writes
-its own logits tensor; all graphs share one memory pool, captured largest first. Padding
+static input buffer [5, max_batch] (token, cache position, row, flat KV slot, rotary position
+per entry) and writes its own logits tensor; all graphs share one memory pool, captured
+largest first. Padding
 entries point at the runner's padding row (state slot -1, block table on the scratch page) and
 write their K/V into the scratch page, so they change nothing real. On the CPU nothing is
 captured and the runner runs eagerly.

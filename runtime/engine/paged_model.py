@@ -28,13 +28,15 @@ class PrefillBatch:
     """Prompt chunks of several sequences, packed. Host lists drive the per-sequence attention."""
 
     token_ids: torch.Tensor  # [T] int64
-    positions: torch.Tensor  # [T] int64
+    positions: torch.Tensor  # [T] int64 rotary positions, or [3, T] (M-RoPE) when a sequence brings media
     cu_seqlens: torch.Tensor  # [n + 1] int32, offsets of each sequence's tokens in the pack
     state_slots: torch.Tensor  # [n] int32
     kv_slots: torch.Tensor  # [T] int64, flat KV-cache slot of every new token
     block_tables: torch.Tensor  # [n, max_pages] int32
     last_index: torch.Tensor  # [n] int64, each sequence's last token in the pack
     bounds: list[tuple[int, int, int]]  # per sequence: (pack start, pack end, tokens cached before)
+    embed_index: torch.Tensor | None = None  # [M] int64, pack offsets of the image and video pad tokens
+    embeds: torch.Tensor | None = None  # [M, H], the vision embeddings that replace theirs
 
 
 @dataclass
@@ -42,7 +44,7 @@ class DecodeBatch:
     """One new token per sequence; every tensor has the batch's (possibly padded) size."""
 
     token_ids: torch.Tensor  # [B] int64
-    positions: torch.Tensor  # [B] int64
+    positions: torch.Tensor  # [B] int64 rotary positions: cache position + the sequence's rope delta
     state_slots: torch.Tensor  # [B] int32, -1 for padding
     kv_slots: torch.Tensor  # [B] int64, the scratch page for padding
     block_tables: torch.Tensor  # [B, max_pages] int32
@@ -61,19 +63,21 @@ class PagedTextModel:
 
     def prefill(self, batch: PrefillBatch) -> torch.Tensor:
         """Logits [n, V] after each sequence's last packed token; writes KV and state."""
-        hidden = self._layers(batch.token_ids, batch.positions, batch, decode=False)
+        embeds = self.text.embed_tokens(batch.token_ids)
+        if batch.embed_index is not None:
+            embeds.index_copy_(0, batch.embed_index, batch.embeds.to(embeds.dtype))
+        hidden = self._layers(embeds, batch.positions, batch, decode=False)
         return self._logits(*hidden, rows=batch.last_index)
 
     def decode(self, batch: DecodeBatch) -> torch.Tensor:
         """Logits [B, V] for one token per sequence; writes KV and state (CUDA-graph safe)."""
-        hidden = self._layers(batch.token_ids, batch.positions, batch, decode=True)
+        hidden = self._layers(self.text.embed_tokens(batch.token_ids), batch.positions, batch, decode=True)
         return self._logits(*hidden, rows=None)
 
-    def _layers(self, token_ids, positions, batch, decode: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(last MLP output, residual stream before it), both [N, H]."""
+    def _layers(self, residual, positions, batch, decode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last MLP output, residual stream before it), both [N, H], from the input embeddings [N, H]."""
         text = self.text
-        residual = text.embed_tokens(token_ids)
-        rope = text.rotary(positions[None], residual.dtype)
+        rope = text.rotary(positions.unsqueeze(-2), residual.dtype)  # [N] -> [1, N]; M-RoPE [3, N] -> [3, 1, N]
         first = text.layers[0].input_layernorm
         normed = self.kernels.rmsnorm(residual, first.weight, first.eps)
         out = None

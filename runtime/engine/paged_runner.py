@@ -7,6 +7,10 @@ in one batch, reading KV through block tables and state through slot ids, replay
 graph at the next captured batch size when there is one. Triton kernels on CUDA, the torch
 references on CPU, chosen once at construction.
 
+Images and videos: a prompt chunk may carry its slice of the prompt's PreparedMedia; its vision
+embeddings replace the pad tokens' and its M-RoPE positions rotate it. The row then keeps a rope
+delta (host int, multimodal.py): every later token of it rotates at cache position + delta.
+
 Device-side tables, kept in step with the host bookkeeping (row `num_rows` is the padding row):
   block_tables [num_rows + 1, max_pages] int32: page of each row's j-th block (scratch if unused)
   row_state_slot [num_rows + 1] int32: each row's state slot, -1 when it holds none
@@ -19,6 +23,7 @@ import torch
 from qwen35.runtime.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
 from qwen35.runtime.engine.kv_pool import BlockManager, KVPool, pages_for
 from qwen35.runtime.engine.memory_sizing import measure_budget, plan_pools, planner_budget, sizing_report
+from qwen35.runtime.engine.multimodal import MediaInputs, PreparedMedia, prepare_media
 from qwen35.runtime.engine.paged_kernels import select_kernels
 from qwen35.runtime.engine.paged_model import DecodeBatch, PagedTextModel, PrefillBatch
 from qwen35.runtime.engine.state_pool import PADDING_SLOT, SlotAllocator, StatePool
@@ -47,14 +52,18 @@ class PagedModelRunner:
         self.kernels = select_kernels(self.device, kernels)
         self.forward = PagedTextModel(model, self.kv, self.state, self.kernels)
         self.row_slot: list[int | None] = [None] * num_rows
+        self.rope_deltas = [0] * num_rows  # rotary position - cache position of each row's next token
+        self.media_token_ids = {"image_embeds": model.config.image_token_id,
+                                "video_embeds": model.config.video_token_id}
         self.block_tables = torch.full((num_rows + 1, self.blocks.max_pages_per_row), self.blocks.scratch_page,
                                        dtype=torch.int32, device=self.device)
         self.row_state_slot = torch.full((num_rows + 1,), PADDING_SLOT, dtype=torch.int32, device=self.device)
-        # Decode inputs [4, batch]: token, position, row, flat KV slot. Padding entries (columns past
-        # the batch) hold the padding row, whose KV slot is the scratch page's first.
-        self.padding_column = np.array([0, 0, num_rows, self.blocks.scratch_page * page_size])[:, None]
+        # Decode inputs [5, batch]: token, cache position, row, flat KV slot, rotary position (cache
+        # position + rope delta). Padding entries (columns past the batch) hold the padding row, whose
+        # KV slot is the scratch page's first.
+        self.padding_column = np.array([0, 0, num_rows, self.blocks.scratch_page * page_size, 0])[:, None]
         on_cuda = self.device.type == "cuda"
-        self.host_inputs = torch.empty(4, num_rows, dtype=torch.int64, pin_memory=on_cuda)
+        self.host_inputs = torch.empty(5, num_rows, dtype=torch.int64, pin_memory=on_cuda)
         self.host_view = self.host_inputs.numpy()
         self.host_view[:] = self.padding_column
         self.inputs = self.host_inputs.to(self.device)
@@ -78,19 +87,28 @@ class PagedModelRunner:
     def release_row(self, row: int) -> None:
         """Free the row's pages and state slot (call when its sequence ends)."""
         self.blocks.free(row)
+        self.rope_deltas[row] = 0
         if self.row_slot[row] is not None:
             self.slots.free(self.row_slot[row])
             self.row_slot[row] = None
             self.row_state_slot[row] = PADDING_SLOT
 
-    def prefill(self, row: int, token_ids: list[int]) -> torch.Tensor:
-        """Append one prompt chunk to a row; the logits [V] after its last token."""
-        return self.prefill_batch([row], [token_ids])[0]
+    def prepare_media(self, prompt_ids: list[int], media: MediaInputs) -> PreparedMedia:
+        """Vision embeddings and M-RoPE positions of a whole prompt, computed once per request."""
+        return prepare_media(self.model, prompt_ids, media)
+
+    def prefill(self, row: int, token_ids: list[int], media: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Append one prompt chunk (media: its PreparedMedia.chunk) to a row; the logits [V] after its last token."""
+        return self.prefill_batch([row], [token_ids], None if media is None else [media])[0]
 
     @torch.inference_mode()
-    def prefill_batch(self, rows: list[int], chunks: list[list[int]]) -> torch.Tensor:
-        """Append a chunk to each of several rows as one packed batch; logits [len(rows), V]."""
-        batch = self._prepare_prefill(rows, chunks)
+    def prefill_batch(self, rows: list[int], chunks: list[list[int]],
+                      media: list[dict[str, torch.Tensor] | None] | None = None) -> torch.Tensor:
+        """Append a chunk to each of several rows as one packed batch; logits [len(rows), V].
+
+        media: None, or per row None or the chunk's PreparedMedia.chunk(start, end).
+        """
+        batch = self._prepare_prefill(rows, chunks, media)
         return self.forward.prefill(batch)
 
     @torch.inference_mode()
@@ -103,9 +121,10 @@ class PagedModelRunner:
 
     # -- prepare inputs ---------------------------------------------------------------------------
 
-    def _prepare_prefill(self, rows: list[int], chunks: list[list[int]]) -> PrefillBatch:
-        if len(set(rows)) != len(rows) or len(rows) != len(chunks):
-            raise ValueError("prefill_batch takes one chunk per distinct row")
+    def _prepare_prefill(self, rows: list[int], chunks: list[list[int]],
+                         media: list[dict[str, torch.Tensor] | None] | None) -> PrefillBatch:
+        if len(set(rows)) != len(rows) or len(rows) != len(chunks) or (media is not None and len(media) != len(rows)):
+            raise ValueError("prefill_batch takes one chunk (and one media entry, if any) per distinct row")
         tokens, positions, kv_slots, bounds, new_pages = [], [], [], [], []
         for row, chunk in zip(rows, chunks):
             if not chunk:
@@ -115,23 +134,60 @@ class PagedModelRunner:
             cached = self.blocks.lengths[row]
             new_pages += [(row, index, page) for index, page in self.blocks.grow(row, len(chunk))]
             tokens += chunk
-            positions += range(cached, cached + len(chunk))
+            start = cached + self.rope_deltas[row]  # text rotates at the same position on all three axes
+            positions += range(start, start + len(chunk))
             kv_slots += self.blocks.slots(row, cached, cached + len(chunk))
             bounds.append((len(tokens) - len(chunk), len(tokens), cached))
         self._write_block_tables(new_pages)
         device = self.device
         rows_t = torch.tensor(rows, dtype=torch.long, device=device)
         cu = [0] + [end for _, end, _ in bounds]
+        positions = torch.tensor(positions, dtype=torch.long, device=device)
+        embed_index = embeds = None
+        if media is not None and any(inputs is not None for inputs in media):
+            positions, embed_index, embeds = self._place_media(rows, chunks, media, bounds, positions)
         return PrefillBatch(
             token_ids=torch.tensor(tokens, dtype=torch.long, device=device),
-            positions=torch.tensor(positions, dtype=torch.long, device=device),
+            positions=positions,
             cu_seqlens=torch.tensor(cu, dtype=torch.int32, device=device),
             state_slots=self.row_state_slot.index_select(0, rows_t),
             kv_slots=torch.tensor(kv_slots, dtype=torch.long, device=device),
             block_tables=self.block_tables.index_select(0, rows_t),
             last_index=torch.tensor(cu[1:], dtype=torch.long, device=device) - 1,
             bounds=bounds,
+            embed_index=embed_index,
+            embeds=embeds,
         )
+
+    def _place_media(self, rows: list[int], chunks: list[list[int]], media: list[dict[str, torch.Tensor] | None],
+                     bounds: list[tuple[int, int, int]], positions: torch.Tensor):
+        """M-RoPE positions [3, T], vision embeddings [M, H] and their pack offsets [M]; records the rows' deltas."""
+        positions = positions.expand(3, -1).clone()
+        offsets, embeds = [], []
+        for row, chunk, inputs, (start, end, cached) in zip(rows, chunks, media, bounds):
+            if inputs is None:
+                continue
+            given = inputs["positions"]
+            if tuple(given.shape) != (3, 1, len(chunk)):
+                raise ValueError(f"row {row}: media positions of shape {tuple(given.shape)} for a {len(chunk)}-token "
+                                 "chunk; pass PreparedMedia.chunk(start, end) of this chunk")
+            positions[:, start:end] = given[:, 0]
+            for name, token_id in self.media_token_ids.items():
+                pads = [start + i for i, token in enumerate(chunk) if token == token_id]
+                kind_embeds = inputs.get(name)
+                given_count = 0 if kind_embeds is None else kind_embeds.shape[0]
+                if len(pads) != given_count:
+                    raise ValueError(f"row {row}: the chunk has {len(pads)} pad tokens (id {token_id}) but "
+                                     f"{given_count} {name}; pass PreparedMedia.chunk(start, end) of this chunk")
+                if pads:
+                    offsets += pads
+                    embeds.append(kind_embeds)
+            # As Qwen35Model._record_rope_deltas: the last token holds the largest position so far. One
+            # small device read per media chunk; text chunks never sync.
+            self.rope_deltas[row] = int(given[:, 0, -1].max()) + 1 - (cached + len(chunk))
+        if not offsets:
+            return positions, None, None
+        return positions, torch.tensor(offsets, dtype=torch.long, device=self.device), torch.cat(embeds)
 
     def _prepare_decode(self, rows: list[int], token_ids: list[int]) -> int:
         """Reserve each row's next slot and stage the inputs; returns the batch size."""
@@ -146,7 +202,7 @@ class PagedModelRunner:
             position = self.blocks.lengths[row]
             new_pages += [(row, index, page) for index, page in self.blocks.grow(row, 1)]
             host[0, column], host[1, column], host[2, column] = token_ids[column], position, row
-            host[3, column] = self.blocks.slot(row, position)
+            host[3, column], host[4, column] = self.blocks.slot(row, position), position + self.rope_deltas[row]
         self._write_block_tables(new_pages)
         if self.graphs is not None:
             host[:, size:self.graphs.padded_size(size) or size] = self.padding_column
@@ -166,10 +222,10 @@ class PagedModelRunner:
     # -- run the model ------------------------------------------------------------------------------
 
     def _run_decode(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits for staged decode inputs [4, B]; everything derived on the device (graph-safe)."""
+        """Logits for staged decode inputs [5, B]; everything derived on the device (graph-safe)."""
         rows = inputs[2]
         batch = DecodeBatch(
-            token_ids=inputs[0], positions=inputs[1],
+            token_ids=inputs[0], positions=inputs[4],
             state_slots=self.row_state_slot.index_select(0, rows),
             kv_slots=inputs[3],
             block_tables=self.block_tables.index_select(0, rows),
