@@ -58,9 +58,10 @@ EOF"
 # Kernel checks and timings (the kernel engineer's script): error vs reference in fp32/bf16, GB/s.
 step kernels 150 "$PY" "$ROOT/benchmarks/kernels.py" --models 0.8B --json "$OUT/kernels.json"
 
-# GPU-marked tests of the engine: CUDA graphs vs eager, Triton vs reference, measured pool sizing.
+# GPU-marked tests of the engine: CUDA graphs vs eager, Triton vs reference, measured pool sizing, and
+# the served engine (paged runner, measured pools, graphs) against the eager runner.
 step tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider "$ROOT/tests/runtime/engine/test_paged_runner.py" \
-    "$ROOT/tests/runtime/engine/test_memory_sizing.py"
+    "$ROOT/tests/runtime/engine/test_memory_sizing.py" "$ROOT/tests/runtime/engine/test_engine_paged_pools.py"
 
 SHAPE_DIR="$QWEN35_BENCH_DIR/random-0.8b"
 if [[ " $STEPS " == *" agreement "* || " $STEPS " == *" bench "* ]]; then

@@ -23,6 +23,7 @@ qwen35 serve --model ./qwen35-demo
 qwen35 serve --model Qwen/Qwen3.5-0.8B --device cuda --port 8000
 QWEN35_API_KEY=secret qwen35 serve --model ./ckpt --max-running-requests 16
 qwen35 serve --model Qwen/Qwen3.5-9B --device cuda --speculative-tokens 3
+qwen35 serve --model ./qwen35-demo --runner eager --max-model-len 4096
 qwen35 serve --model ./qwen35-demo --allowed-local-media-path ~/pictures
 curl http://127.0.0.1:8000/v1/chat/completions \\
   -H 'Content-Type: application/json' \\
@@ -47,6 +48,13 @@ def serve(
     max_queue: int = typer.Option(256, "--max-queue", help="Requests waiting beyond those; more get 503."),
     request_timeout: float = typer.Option(600.0, "--request-timeout", help="Seconds a request may take in all."),
     seed: int = typer.Option(0, "--seed", help="Seed for requests that do not set their own."),
+    runner: str = typer.Option(
+        "auto", "--runner",
+        help="paged (KV pages + state slots; Triton kernels and CUDA graphs on a GPU), eager (per-row cache), "
+             "or auto: paged, except eager under --speculative-tokens."),
+    prefill_chunk_size: Optional[int] = typer.Option(
+        None, "--prefill-chunk-size", help="Prompt tokens per chunk (default 256 on CPU, 2048 on GPU); "
+                                           "a step prefills up to two chunks."),
     speculative_tokens: int = typer.Option(
         0, "--speculative-tokens",
         help="MTP speculative decoding: draft tokens per step, verified in one forward (0: off; try 2 or 3)."),
@@ -62,7 +70,8 @@ def serve(
                            served_model_names=list(served_model_name or []), api_key=api_key or None,
                            max_model_len=max_model_len, max_running_requests=max_running_requests,
                            max_queue=max_queue, request_timeout=request_timeout, seed=seed,
-                           speculative_tokens=speculative_tokens,
+                           speculative_tokens=speculative_tokens, runner=runner,
+                           prefill_chunk_size=prefill_chunk_size,
                            allowed_local_media_path=allowed_local_media_path)
     options.validate()
     sock = bind_socket(host, port)
@@ -71,8 +80,11 @@ def serve(
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)
     base = f"http://{shown_host}:{bound_port}/v1"
     auth = ' -H "Authorization: Bearer $QWEN35_API_KEY"' if options.api_key else ""
-    print(f"serving {summary['model']} ({summary['device']}, {summary['dtype']}, context "
-          f"{summary['max_model_len']}, {summary['max_running_requests']} concurrent) at {base}\n"
+    pools = summary["pools"]
+    pool_line = (f"  pools: {pools['state_slots']} state slots, {pools['kv_tokens']} KV tokens in pages of "
+                 f"{pools['page_size']} ({pools['allocated_bytes'] / 2**30:.2f} GiB)\n" if pools else "")
+    print(f"serving {summary['model']} ({summary['device']}, {summary['dtype']}, {summary['runner']} runner, context "
+          f"{summary['max_model_len']}, {summary['max_running_requests']} concurrent) at {base}\n{pool_line}"
           f"  try: curl {base}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
           f"         -d '{{\"model\": \"{summary['model']}\", \"messages\": [{{\"role\": \"user\", "
           f"\"content\": \"Hello\"}}]}}'\n"

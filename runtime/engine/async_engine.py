@@ -25,6 +25,7 @@ from qwen35.runtime.engine.runner import ModelRunner
 from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams, TokenHistory, sample
 from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, SchedulerConfig, StepPlan
 from qwen35.runtime.engine.scheduler import Sequence as ScheduledSequence
+from qwen35.runtime.engine.scheduler import Status
 
 logger = logging.getLogger("qwen35.engine")
 
@@ -49,6 +50,14 @@ class EngineConfig:
         return SchedulerConfig(max_running=self.max_running_requests, max_waiting=self.max_queue,
                                max_model_len=self.max_model_len, prefill_chunk_size=self.prefill_chunk_size,
                                max_prefill_tokens=self.max_prefill_tokens)
+
+    def scheduler_config_for(self, runner: ModelRunner) -> SchedulerConfig:
+        """These limits plus the runner's KV page pool, when it has one smaller than rows x context."""
+        config = self.scheduler_config()
+        blocks = getattr(runner, "blocks", None)  # a paged runner's BlockManager
+        if blocks is not None and blocks.num_pages < self.max_running_requests * blocks.max_pages_per_row:
+            config.kv_pages, config.page_size = blocks.num_pages, blocks.page_size
+        return config
 
 
 @dataclass
@@ -177,7 +186,7 @@ class AsyncEngine:
                              f"(SpeculativeRunner(model, ..., num_speculative_tokens={drafts}))")
         self.eos_token_ids = frozenset(eos_token_ids)
         self.observer = observer
-        self.scheduler = Scheduler(self.config.scheduler_config())
+        self.scheduler = Scheduler(self.config.scheduler_config_for(runner))
         self.history = TokenHistory(runner.num_rows, runner.vocab_size, device=runner.device)
         self.generator = torch.Generator(runner.device).manual_seed(self.config.seed)
         self.steps = 0
@@ -187,6 +196,9 @@ class AsyncEngine:
         self._handles: dict[int, RequestHandle] = {}
         self._generations: dict[int, _Generation] = {}
         self._pending_aborts: set[int] = set()
+        # Rows whose sequence ended; a runner with release_row frees their pages and state slot at
+        # the start of the next step, in the worker thread, before anything reuses them.
+        self._released_rows: list[int] = []
         self._in_flight = False
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -282,8 +294,14 @@ class AsyncEngine:
             return
         self._retire(handle, "abort")
 
+    def _finish(self, seq: ScheduledSequence) -> None:
+        """Free seq's scheduler row; its runner-side pages follow at the next step."""
+        if seq.row is not None and seq.status is not Status.FINISHED:
+            self._released_rows.append(seq.row)
+        self.scheduler.finish(seq)
+
     def _retire(self, handle: RequestHandle, reason: str, error: str | None = None) -> None:
-        self.scheduler.finish(handle.seq)
+        self._finish(handle.seq)
         self._handles.pop(handle.seq_id, None)
         self._generations.pop(handle.seq_id, None)
         if not handle.done:
@@ -295,6 +313,9 @@ class AsyncEngine:
         loop = asyncio.get_running_loop()
         while True:
             if not self.scheduler.has_work:
+                if self._released_rows:  # going idle: hand the last sequences' pages back now
+                    await loop.run_in_executor(self._executor, self._release_rows)
+                    continue
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -330,7 +351,7 @@ class AsyncEngine:
                 self.observer.on_token(now - (handle.arrival if first else handle.last_token_time), first)
             handle.last_token_time = now
             if output.finish_reason is not None:
-                self.scheduler.finish(handle.seq)
+                self._finish(handle.seq)
                 self._handles.pop(seq_id, None)
                 self._generations.pop(seq_id, None)
             handle._put(output)
@@ -340,22 +361,8 @@ class AsyncEngine:
         if self.config.speculative_tokens and plan.decodes:
             return self._execute(StepPlan(prefills=plan.prefills)) + self._speculate(plan.decodes)
         with torch.inference_mode():
-            logits = []
-            for chunk in plan.prefills:
-                seq = chunk.seq
-                if chunk.start == 0:
-                    self.runner.reset_row(seq.row)
-                    self.history.start(seq.row, seq.prompt_ids)
-                media = self._generations[seq.seq_id].media
-                if media is None:
-                    row_logits = self.runner.prefill(seq.row, seq.prompt_ids[chunk.start:chunk.end])
-                else:
-                    inputs = media.prepare(self.runner, seq.prompt_ids).chunk(chunk.start, chunk.end)
-                    row_logits = self.runner.prefill(seq.row, seq.prompt_ids[chunk.start:chunk.end], media=inputs)
-                    if chunk.completes_prompt:
-                        self._generations[seq.seq_id].media = None
-                if chunk.completes_prompt:
-                    logits.append(row_logits[None])
+            self._release_rows()
+            logits = self._prefill(plan.prefills)
             if plan.decodes:
                 logits.append(self.runner.decode([s.row for s in plan.decodes],
                                                  [s.last_token for s in plan.decodes]))
@@ -371,6 +378,50 @@ class AsyncEngine:
             token_ids = result.token_ids.tolist()
             logprobs = self._logprobs(result, generations)
             return [(g.seq.seq_id, g.add(token_id, lp)) for g, token_id, lp in zip(generations, token_ids, logprobs)]
+
+    def _release_rows(self) -> None:
+        """Hand the pages and state slots of ended sequences back to a paged runner."""
+        rows, self._released_rows = self._released_rows, []
+        release = getattr(self.runner, "release_row", None)
+        if release is not None:
+            for row in rows:
+                release(row)
+
+    def _prefill(self, chunks: list) -> list[torch.Tensor]:
+        """Run the step's prompt chunks; logits [1, V] for each chunk that completes its prompt.
+
+        A runner with prefill_batch takes every chunk in one packed forward; otherwise one
+        forward per chunk. Media chunks pass their slice of the prompt's embeddings and positions.
+        """
+        rows, token_lists, media = [], [], []
+        for chunk in chunks:
+            seq = chunk.seq
+            if chunk.start == 0:
+                self.runner.reset_row(seq.row)
+                self.history.start(seq.row, seq.prompt_ids)
+            generation = self._generations[seq.seq_id]
+            inputs = None
+            if generation.media is not None:
+                inputs = generation.media.prepare(self.runner, seq.prompt_ids).chunk(chunk.start, chunk.end)
+                if chunk.completes_prompt:
+                    generation.media = None
+            rows.append(seq.row)
+            token_lists.append(seq.prompt_ids[chunk.start:chunk.end])
+            media.append(inputs)
+        if not chunks:
+            return []
+        has_media = any(m is not None for m in media)
+        if hasattr(self.runner, "prefill_batch"):
+            extra = {"media": media} if has_media else {}
+            stacked = self.runner.prefill_batch(rows, token_lists, **extra)
+            return [stacked[i:i + 1] for i, chunk in enumerate(chunks) if chunk.completes_prompt]
+        logits = []
+        for chunk, row, tokens, inputs in zip(chunks, rows, token_lists, media):
+            extra = {"media": inputs} if inputs is not None else {}
+            row_logits = self.runner.prefill(row, tokens, **extra)
+            if chunk.completes_prompt:
+                logits.append(row_logits[None])
+        return logits
 
     def _speculate(self, decodes: list[ScheduledSequence]) -> list[tuple[int, GenerationOutput]]:
         """Draft, verify and accept for the decoding sequences; one output per emitted token."""

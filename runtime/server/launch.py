@@ -11,7 +11,10 @@ from qwen35.planner.errors import InputError
 
 DEFAULT_CONTEXT_CPU = 8192
 DEFAULT_CONTEXT_GPU = 32768
-PREFILL_CHUNK = 256
+PREFILL_CHUNK_CPU = 256
+PREFILL_CHUNK_GPU = 2048
+PAGE_SIZE = 16  # tokens per KV page: the paged attention kernel's block, and the planner's bundled page
+RUNNERS = ("auto", "paged", "eager")
 MAX_SPECULATIVE_TOKENS = 8
 
 
@@ -30,7 +33,8 @@ class ServeOptions:
     max_running_requests: int = 8
     max_queue: int = 256
     request_timeout: float | None = 600.0
-    prefill_chunk_size: int = PREFILL_CHUNK
+    prefill_chunk_size: int | None = None  # default: PREFILL_CHUNK_CPU or PREFILL_CHUNK_GPU
+    runner: str = "auto"  # paged (KV pages + state slots), eager (per-row cache), auto: paged unless MTP
     seed: int = 0
     allowed_local_media_path: str | None = None  # image/video parts may name files under this directory
     speculative_tokens: int = 0  # MTP draft tokens per decode step; 0: no speculation
@@ -38,8 +42,13 @@ class ServeOptions:
     def validate(self) -> None:
         """Raise InputError naming the first option out of range."""
         for name in ("max_running_requests", "prefill_chunk_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive number")
+        if self.runner not in RUNNERS:
+            raise InputError(f"unknown --runner '{self.runner}'", "choose auto, paged or eager")
+        if self.runner == "paged" and self.speculative_tokens:
+            raise InputError("MTP speculation (--speculative-tokens) runs on the eager runner only, for now",
+                             "drop --runner paged (auto picks the eager runner), or drop --speculative-tokens")
         if self.max_queue < 0:
             raise InputError("--max-queue must be 0 or more", "pass 0 to refuse requests beyond the running ones")
         if self.max_model_len is not None and self.max_model_len < 16:
@@ -109,8 +118,6 @@ def build_app(options: ServeOptions, progress: bool = True):
     options.validate()
     root = resolve_checkpoint_dir(options.model)  # before the heavy imports: a typo fails fast
     from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-    from qwen35.runtime.engine.runner import TorchModelRunner
-    from qwen35.runtime.engine.speculative import SpeculativeRunner
     from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
     from qwen35.runtime.model.loader import load_model
     from qwen35.runtime.server.app import create_app
@@ -130,14 +137,12 @@ def build_app(options: ServeOptions, progress: bool = True):
     if options.speculative_tokens and model.mtp is None:
         raise InputError(f"--speculative-tokens needs the checkpoint's MTP head, and {root} has none "
                          "(mtp_num_hidden_layers is 0)", "drop --speculative-tokens, or serve a checkpoint with mtp.*")
-    if options.speculative_tokens:
-        runner = SpeculativeRunner(model, num_rows=options.max_running_requests, max_len=context,
-                                   num_speculative_tokens=options.speculative_tokens)
-    else:
-        runner = TorchModelRunner(model, num_rows=options.max_running_requests, max_len=context)
-    config = EngineConfig(max_running_requests=options.max_running_requests, max_queue=options.max_queue,
-                          max_model_len=context, prefill_chunk_size=options.prefill_chunk_size,
-                          max_prefill_tokens=2 * options.prefill_chunk_size, seed=options.seed,
+    chunk = options.prefill_chunk_size or (PREFILL_CHUNK_CPU if device == "cpu" else PREFILL_CHUNK_GPU)
+    runner, pools = build_runner(model, options, device, context, chunk)
+    running = min(options.max_running_requests, runner.num_rows)
+    config = EngineConfig(max_running_requests=running, max_queue=options.max_queue,
+                          max_model_len=context, prefill_chunk_size=chunk,
+                          max_prefill_tokens=2 * chunk, seed=options.seed,
                           speculative_tokens=options.speculative_tokens)
     eos = set(DEFAULT_STOP_TOKEN_IDS) | set(text.eos_token_ids) | set(tokenizer.eos_token_ids)
     engine = AsyncEngine(runner, tokenizer, config, eos_token_ids=sorted(eos))
@@ -157,8 +162,44 @@ def build_app(options: ServeOptions, progress: bool = True):
                               text_only=vision is None, vision=vision,
                               sampling_defaults=sampling_defaults_from(_generation_config(root)))
     summary = {"model": names[0], "root": str(root), "device": device, "dtype": dtype, "max_model_len": context,
-               "max_running_requests": options.max_running_requests, "speculative_tokens": options.speculative_tokens}
+               "max_running_requests": running, "speculative_tokens": options.speculative_tokens,
+               "runner": "paged" if pools is not None else "eager", "pools": pools}
     return create_app(engine, tokenizer, settings), summary
+
+
+def build_runner(model, options: ServeOptions, device: str, context: int, prefill_tokens: int):
+    """The model runner `options.runner` asks for, and the paged runner's pool sizing report (else None).
+
+    auto takes the paged runner (KV pages, state slots, Triton kernels and CUDA graphs on a GPU)
+    unless MTP speculation is on, which the eager runner alone does today. The paged runner's
+    pools are sized like the planner's bundled plan: on a GPU from free memory measured after a
+    warm-up of one packed prefill (2 x the chunk: the scheduler's per-step budget) and a decode;
+    on the CPU exactly rows x context, as the eager runner holds.
+    """
+    from qwen35.runtime.engine.memory_sizing import budget_for
+    from qwen35.runtime.engine.paged_runner import build_paged_runner
+    from qwen35.runtime.engine.runner import TorchModelRunner
+    from qwen35.runtime.engine.speculative import SpeculativeRunner
+
+    rows = options.max_running_requests
+    if options.speculative_tokens:
+        return SpeculativeRunner(model, num_rows=rows, max_len=context,
+                                 num_speculative_tokens=options.speculative_tokens), None
+    if options.runner == "eager":
+        return TorchModelRunner(model, num_rows=rows, max_len=context), None
+    text = model.config.text
+    dtype = model.output_weight.dtype
+    budget = budget_for(text, rows, rows * context, context, dtype) if device == "cpu" else None
+    try:
+        runner, report = build_paged_runner(model, context, rows, page_size=PAGE_SIZE, budget_bytes=budget,
+                                            prefill_chunk=2 * prefill_tokens)
+    except ValueError as error:
+        raise InputError(str(error), "pass a smaller --max-model-len, or free GPU memory") from None
+    if runner.num_rows < rows:
+        logging.getLogger("qwen35").warning(
+            "memory holds %d of the %d requested running requests (state slots); serving %d",
+            runner.num_rows, rows, runner.num_rows)
+    return runner, report
 
 
 def log_config(level: str = "info") -> dict:

@@ -13,7 +13,7 @@ import torch
 
 from qwen35.runtime.demo import write_demo_checkpoint
 from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-from qwen35.runtime.engine.runner import TorchModelRunner
+from qwen35.runtime.engine.paged_runner import PagedModelRunner
 from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
 from qwen35.runtime.model.loader import load_model
 from qwen35.runtime.server.settings import ServerSettings, sampling_defaults_from
@@ -54,7 +54,7 @@ def _settings(name: str, checkpoint, **overrides) -> ServerSettings:
 @pytest.fixture(scope="session")
 def demo_server(demo_checkpoint, demo_tokenizer):
     model = load_model(demo_checkpoint, progress=False)
-    runner = TorchModelRunner(model, num_rows=32, max_len=CONTEXT)
+    runner = PagedModelRunner(model, num_rows=32, max_len=CONTEXT)  # what `qwen35 serve` runs
     engine = AsyncEngine(runner, demo_tokenizer,
                          EngineConfig(max_running_requests=32, max_queue=64, max_model_len=CONTEXT,
                                       prefill_chunk_size=64, max_prefill_tokens=512),

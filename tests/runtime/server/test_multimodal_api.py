@@ -18,7 +18,7 @@ from PIL import Image
 
 from server_harness import serving
 from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-from qwen35.runtime.engine.runner import TorchModelRunner
+from qwen35.runtime.engine.paged_runner import PagedModelRunner
 from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
 from qwen35.runtime.model.loader import load_model
 from qwen35.runtime.server.errors import APIError
@@ -86,7 +86,7 @@ def media_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vision_server(demo_checkpoint, demo_tokenizer, media_dir):
     model = load_model(demo_checkpoint, progress=False)
-    runner = TorchModelRunner(model, num_rows=4, max_len=CONTEXT)
+    runner = PagedModelRunner(model, num_rows=4, max_len=CONTEXT)  # what `qwen35 serve` runs
     # 32-token chunks: every image's 70 pads span three prefill chunks.
     engine = AsyncEngine(runner, demo_tokenizer,
                          EngineConfig(max_running_requests=4, max_queue=16, max_model_len=CONTEXT,
