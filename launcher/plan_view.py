@@ -17,7 +17,7 @@ def _summary(plan: Plan) -> Table:
     gpus = f"{plan.request.gpus_per_node} x {plan.gpu}"
     table.add_row("model", f"{plan.model} ({plan.precision.upper()}) -> {plan.model_path}")
     table.add_row("engine", f"{plan.engine} {plan.engine_version or ''}".strip())
-    table.add_row("hardware", gpus + (f" per node" if plan.parallel and plan.parallel.nodes > 1 else ""))
+    table.add_row("hardware", gpus + (" per node" if plan.parallel and plan.parallel.nodes > 1 else ""))
     table.add_row("fits", "[green]yes[/]" if plan.fits else "[red]no[/]")
     if plan.parallel:
         p = plan.parallel

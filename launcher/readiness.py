@@ -5,6 +5,10 @@ loaded), then `GET /v1/models` answers 200 with a JSON `data` list (the model is
 with the API). SGLang, vLLM and the bundled runtime all follow this shape. Probes use the
 standard library with proxies disabled: a user's HTTP_PROXY must not swallow a probe to
 localhost.
+
+All three keep /health open and answer 401 on /v1 without the right key, so a key mismatch
+shows as /v1/models refusing the probe. The probe records that refusal instead of retrying:
+no amount of waiting makes a wrong key right.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import urllib.request
 PHASE_HEALTH = "health"
 PHASE_MODELS = "models"
 PHASE_ENDPOINTS = {PHASE_HEALTH: "/health", PHASE_MODELS: "/v1/models"}
+KEY_REJECTED_STATUSES = (401, 403)
 
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -60,7 +65,11 @@ def probe_health(base_url: str, api_key: str | None, timeout_s: float) -> bool:
 
 def probe_models(base_url: str, api_key: str | None, timeout_s: float) -> list[str] | None:
     """The served model ids if `GET {base_url}/v1/models` answers 200 with a `data` list."""
-    answer = http_get(base_url + PHASE_ENDPOINTS[PHASE_MODELS], api_key, timeout_s)
+    return model_ids(http_get(base_url + PHASE_ENDPOINTS[PHASE_MODELS], api_key, timeout_s))
+
+
+def model_ids(answer: tuple[int, bytes] | None) -> list[str] | None:
+    """The model ids in a /v1/models answer, or None unless it is a 200 with a `data` list."""
     if answer is None or answer[0] != 200:
         return None
     try:
@@ -80,11 +89,20 @@ class ReadinessProbe:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.phase = PHASE_HEALTH
+        self.rejected_status: int | None = None  # 401 or 403: the engine refused our key (or lack of one)
 
     def poll(self, timeout_s: float) -> list[str] | None:
         """Probe the current phase once; the served model ids when ready, else None."""
         if self.phase == PHASE_HEALTH:
-            if not probe_health(self.base_url, self.api_key, timeout_s):
+            answer = self._get(PHASE_HEALTH, timeout_s)
+            if answer is None or answer[0] != 200:
                 return None
             self.phase = PHASE_MODELS
-        return probe_models(self.base_url, self.api_key, timeout_s)
+        return model_ids(self._get(PHASE_MODELS, timeout_s))
+
+    def _get(self, phase: str, timeout_s: float) -> tuple[int, bytes] | None:
+        answer = http_get(self.base_url + PHASE_ENDPOINTS[phase], self.api_key, timeout_s)
+        # Checked on /health too: an engine may guard every path, not only /v1.
+        if answer is not None and answer[0] in KEY_REJECTED_STATUSES:
+            self.rejected_status = answer[0]
+        return answer

@@ -3,8 +3,10 @@
 Life of a launch: `start()` spawns the engine as the leader of a new session (so its whole
 process tree can be signalled as one group) with stdout and stderr merged into a pipe that a
 reader thread copies to the log file and to `on_line`; `wait_ready()` polls the HTTP API;
-`wait()` serves until the engine exits, forwarding SIGINT/SIGTERM to the group; `stop()`
-and the context manager's exit make sure no process of the group survives.
+`wait()` serves until the engine exits, forwarding SIGINT/SIGTERM/SIGHUP to the group; `stop()`
+and the context manager's exit make sure no process of the group survives. A launcher that
+is killed outright (SIGKILL, OOM killer) takes the engine with it through PR_SET_PDEATHSIG
+(Linux; see `process_group.start_session_leader`).
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from qwen35.launcher import process_group
 from qwen35.launcher.readiness import PHASE_ENDPOINTS, ReadinessProbe
-from qwen35.planner.errors import Qwen35Error
+from qwen35.planner.errors import InputError, Qwen35Error
 
-_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PROBE_TIMEOUT_S = 5.0
 _READER_JOIN_S = 2.0
 
@@ -87,6 +89,28 @@ class ReadinessTimeout(Qwen35Error):
         self.log_path = log_path
 
 
+class ApiKeyRejected(InputError):
+    """The engine answered a readiness probe with 401/403: it expects another API key."""
+
+    def __init__(self, status: int, phase: str, key_sent: bool, last_lines: list[str], log_path: Path):
+        answered = f"GET {PHASE_ENDPOINTS[phase]} answered {status}"
+        if key_sent:
+            message = f"the engine rejected the API key the launcher sent ({answered})"
+            hint = ("launch passes the key it sends (the value of the variable serving.api_key_env names) "
+                    "to the engine as --api-key, so the engine got another one: check that "
+                    "QWEN35_ENGINE_EXECUTABLE, if set, passes --api-key through unchanged")
+        else:
+            message = f"the engine requires an API key and the launcher sent none ({answered})"
+            hint = ("the engine likely read one from its environment (QWEN35_API_KEY for qwen35 serve, "
+                    "VLLM_API_KEY for vllm): name that variable in the profile's serving.api_key_env "
+                    "so launch sends the same key, or unset it to serve without a key")
+        super().__init__(message, f"{hint}; engine log: {log_path}")
+        self.status = status
+        self.phase = phase
+        self.last_lines = last_lines
+        self.log_path = log_path
+
+
 def exit_status(returncode: int, stop_signal: int | None) -> int:
     """Our exit code for an engine exit: 0 after a requested stop, 128+N for death by signal N."""
     if stop_signal is not None and returncode in (0, -stop_signal, 128 + stop_signal):
@@ -133,7 +157,7 @@ class Supervisor:
             return list(self._tail)
 
     def start(self) -> None:
-        """Spawn the engine in its own session with its output copied to the log and on_line."""
+        """Spawn the engine in its own session; started from the main thread, it dies with this process (Linux)."""
         if self.process is not None:
             raise RuntimeError("engine already started")
         spec = self.spec
@@ -146,14 +170,13 @@ class Supervisor:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
         process_group.become_subreaper()
         try:
-            self.process = subprocess.Popen(
-                list(spec.argv),
+            self.process = process_group.start_session_leader(
+                spec.argv,
                 env=env,
                 cwd=spec.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
                 text=True,
                 encoding="utf-8",
                 errors="replace",
@@ -194,6 +217,10 @@ class Supervisor:
             models = probe.poll(timeout_s=max(0.1, min(_PROBE_TIMEOUT_S, remaining)))
             if models is not None:
                 return models
+            if probe.rejected_status is not None:
+                self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
+                raise ApiKeyRejected(probe.rejected_status, probe.phase, bool(spec.api_key),
+                                     self.last_lines(), spec.log_path)
             now = time.monotonic()
             if self.callbacks.on_tick:
                 self.callbacks.on_tick(now - started, probe.phase)
@@ -207,7 +234,7 @@ class Supervisor:
                 process.wait(timeout=min(spec.poll_interval_s, deadline - now))
 
     def wait(self) -> int:
-        """Serve until the engine exits, forwarding SIGINT/SIGTERM to it; return our exit code."""
+        """Serve until the engine exits, forwarding stop signals to it; return our exit code."""
         process = self._started()
         with self.forwarding_signals():
             returncode = process.wait()
@@ -233,12 +260,15 @@ class Supervisor:
 
     @contextlib.contextmanager
     def forwarding_signals(self) -> Iterator[None]:
-        """While inside, SIGINT/SIGTERM to this process become `request_stop` (main thread only)."""
+        """While inside, SIGINT/SIGTERM/SIGHUP to this process become `request_stop` (main thread only)."""
         if self._forwarding or threading.current_thread() is not threading.main_thread():
             yield
             return
         previous = {signum: signal.getsignal(signum) for signum in _FORWARDED_SIGNALS}
-        for signum in _FORWARDED_SIGNALS:
+        # Started under nohup, the launcher was asked to outlive its terminal; so does the engine.
+        if previous[signal.SIGHUP] is signal.SIG_IGN:
+            del previous[signal.SIGHUP]
+        for signum in previous:
             signal.signal(signum, self._on_signal)
         self._forwarding = True
         try:
@@ -263,7 +293,11 @@ class Supervisor:
                 raise  # never hide the error that brought us here behind a cleanup one
 
     def _on_signal(self, signum: int, frame) -> None:
-        self.request_stop(signum)
+        # A hang-up (terminal closed, ssh dropped) is a stop request. The engine leads its own
+        # session, so the terminal's SIGHUP never reaches it, and it gets SIGTERM instead:
+        # engines handle SIGTERM with a clean shutdown but leave SIGHUP at its default, which
+        # kills them on the spot. Stopped by our SIGTERM, the exit code is as for a SIGTERM.
+        self.request_stop(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
     def _deliver(self, signum: int) -> None:
         # This runs inside signal handlers, so it takes no lock and starts no thread (either can

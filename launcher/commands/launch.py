@@ -125,7 +125,8 @@ def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) 
 
     from qwen35.launcher import launch
     from qwen35.launcher.readiness import PHASE_ENDPOINTS
-    from qwen35.launcher.supervise import EngineCallbacks, EngineCrashed, EngineProcess, ReadinessTimeout, Supervisor
+    from qwen35.launcher.supervise import (ApiKeyRejected, EngineCallbacks, EngineCrashed, EngineProcess,
+                                          ReadinessTimeout, Supervisor)
 
     api_key = os.environ.get(plan.request.api_key_env) if plan.request.api_key_env else None
     argv = launch.engine_argv(command, plan.engine) + (["--api-key", api_key] if api_key else [])
@@ -154,7 +155,7 @@ def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) 
                 callbacks.on_tick = lambda elapsed, phase: status.update(
                     f"waiting for {plan.engine}: {PHASE_ENDPOINTS.get(phase, phase)} ({elapsed:.0f} s)")
                 models = supervisor.wait_ready()
-        except (EngineCrashed, ReadinessTimeout) as error:
+        except (EngineCrashed, ReadinessTimeout, ApiKeyRejected) as error:
             _show_tail(error.last_lines, error.log_path, console)
             raise
         if models is None:  # a stop arrived while it was starting

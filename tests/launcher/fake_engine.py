@@ -3,11 +3,17 @@
 It logs like an engine, answers /health with 503 until `--ready-after-s` has passed, then
 serves /health and /v1/models; the modes make it misbehave in the ways real engines do.
 With `--spawn-child` it forks a sleeping worker first and logs `child pid=N`, so a test can
-check that killing the group takes grandchildren with it.
+check that killing the group takes grandchildren with it; `--stop-child-on-exit` makes it stop
+that worker itself on its way out, as real engines do with theirs.
+
+`--api-key KEY` (or FAKE_ENGINE_API_KEY, read like vLLM reads VLLM_API_KEY when no flag is
+given) makes /v1 answer `--reject-status` (401) without `Authorization: Bearer KEY`; /health
+stays open as in SGLang, vLLM and `qwen35 serve`, unless `--key-guards-health`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +24,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODES = ("ready", "crash", "hang", "crash-after-ready", "no-models")
+API_KEY_ENV = "FAKE_ENGINE_API_KEY"
 CRASH_CODE = 3
 CRASH_AFTER_READY_CODE = 5
 
@@ -26,7 +33,8 @@ _LOG_LOCK = threading.Lock()  # request threads log too; keep their lines whole
 
 
 def log(message: str) -> None:
-    with _LOG_LOCK:
+    with _LOG_LOCK, contextlib.suppress(BrokenPipeError):
+        # A SIGKILLed launcher leaves no reader; keep going like an engine, not die on EPIPE.
         sys.stdout.write(f"fake-engine: {message}\n")
         sys.stdout.flush()
 
@@ -34,8 +42,9 @@ def log(message: str) -> None:
 def make_handler(state: dict):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            if state["api_key"] and self.headers.get("Authorization") != f"Bearer {state['api_key']}":
-                return self.reply(401, {"error": "bad api key"})
+            guarded = self.path.startswith("/v1") or state["key_guards_health"]
+            if guarded and state["api_key"] and self.headers.get("Authorization") != f"Bearer {state['api_key']}":
+                return self.reply(state["reject_status"], {"error": "bad api key"})
             if self.path == "/health":
                 return self.reply(200 if state["ready"] else 503, {})
             if self.path == "/v1/models" and state["ready"] and state["mode"] != "no-models":
@@ -56,13 +65,14 @@ def make_handler(state: dict):
     return Handler
 
 
-def spawn_child(ignore_sigterm: bool) -> None:
+def spawn_child(ignore_sigterm: bool) -> subprocess.Popen:
     code = "import signal, time\n"
     if ignore_sigterm:
         code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     code += "time.sleep(600)\n"
     child = subprocess.Popen([sys.executable, "-c", code])
     log(f"child pid={child.pid}")
+    return child
 
 
 class StopFlag:
@@ -96,12 +106,22 @@ def main() -> int:
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--api-key", default="")
+    parser.add_argument("--reject-status", type=int, choices=(401, 403), default=401)
+    parser.add_argument("--key-guards-health", action="store_true")
+    parser.add_argument("--stop-child-on-exit", action="store_true")
     args = parser.parse_args()
 
     log(f"starting pid={os.getpid()} pgid={os.getpgid(0)} mode={args.mode}")
-    if args.spawn_child:
-        spawn_child(args.child_ignores_sigterm)
+    child = spawn_child(args.child_ignores_sigterm) if args.spawn_child else None
+    try:
+        return serve(args)
+    finally:
+        if child is not None and args.stop_child_on_exit:
+            child.terminate()
+            child.wait()
 
+
+def serve(args: argparse.Namespace) -> int:
     stop = StopFlag()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN if args.ignore_sigterm else stop.on_signal)
@@ -112,7 +132,9 @@ def main() -> int:
         log("RuntimeError: CUDA out of memory (pretend)")
         return CRASH_CODE
 
-    state = {"ready": False, "mode": args.mode, "model": args.model, "api_key": args.api_key}
+    state = {"ready": False, "mode": args.mode, "model": args.model,
+             "api_key": args.api_key or os.environ.get(API_KEY_ENV, ""),
+             "reject_status": args.reject_status, "key_guards_health": args.key_guards_health}
     server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -39,8 +39,10 @@ parser = argparse.ArgumentParser()
 for flag in ("--host", "--port", "--served-model-name", "--api-key"):
     parser.add_argument(flag, default="")
 known, _ = parser.parse_known_args()
+# FAKE_ENGINE_SWAP_KEY: the engine starts with another key than the one launch passed.
+key = os.environ.get("FAKE_ENGINE_SWAP_KEY") or known.api_key
 os.execv(sys.executable, [sys.executable, {fake!r}, "--host", known.host, "--port", known.port,
-                          "--model", known.served_model_name, "--api-key", known.api_key,
+                          "--model", known.served_model_name, "--api-key", key,
                           "--mode", os.environ.get("FAKE_ENGINE_MODE", "ready")])
 """
 
@@ -200,6 +202,17 @@ def test_readiness_timeout_stops_the_engine_and_exits_1(setup, launches):
     last = "".join(run.err).strip().splitlines()[-1]
     assert last.startswith("error: engine not ready after 1 s") and "health" in last, last
     assert "fake-engine: listening" in "".join(run.err)  # the last log lines are shown
+    assert group_gone(run.engine_pgid())
+
+
+def test_an_engine_expecting_another_api_key_fails_fast_with_exit_2(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--ready-timeout", "60"],
+                   {**setup["env"], "FAKE_ENGINE_SWAP_KEY": "sk-another-key"})
+    assert run.finish() == 2
+    err = "".join(run.err)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the engine rejected the API key the launcher sent"), last
+    assert "401" in last and API_KEY not in err and "sk-another-key" not in err
     assert group_gone(run.engine_pgid())
 
 

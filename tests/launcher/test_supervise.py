@@ -1,15 +1,14 @@
-"""Supervision against real processes: tests/launcher/fake_engine.py plays the engine."""
+"""Supervision against real processes: tests/launcher/fake_engine.py plays the engine.
+
+The launcher as a process of its own, under signals, is test_supervise_signals.py.
+"""
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import re
 import signal
 import socket
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from qwen35.launcher.readiness import PHASE_HEALTH, PHASE_MODELS, local_base_url
 from qwen35.launcher.supervise import (
+    ApiKeyRejected,
     EngineCallbacks,
     EngineCrashed,
     EngineProcess,
@@ -25,7 +25,7 @@ from qwen35.launcher.supervise import (
     Supervisor,
     exit_status,
 )
-from qwen35.planner.errors import Qwen35Error
+from qwen35.planner.errors import InputError, Qwen35Error
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 PREFIX = "[fake] "
@@ -120,6 +120,32 @@ def test_api_key_is_sent_on_probes(tmp_path):
     assert_gone(supervisor.pgid)
 
 
+@pytest.mark.parametrize("engine_args, engine_env, probe_key, status, endpoint, says", [
+    (["--api-key", "right"], {}, "wrong", 401, "/v1/models", "rejected the API key the launcher sent"),
+    ([], {"FAKE_ENGINE_API_KEY": "from-env"}, None, 401, "/v1/models", "requires an API key and the launcher sent none"),
+    (["--api-key", "right", "--key-guards-health", "--reject-status", "403"], {}, "wrong", 403, "/health",
+     "rejected the API key the launcher sent"),
+], ids=["wrong-key", "no-key", "403-on-health"])
+def test_rejected_api_key_fails_fast_and_kills_the_group(tmp_path, engine_args, engine_env, probe_key, status,
+                                                         endpoint, says):
+    spec = make_spec(tmp_path, *engine_args, "--spawn-child", env=engine_env, api_key=probe_key)
+    recorder = Recorder()
+    with Supervisor(spec, recorder.callbacks()) as supervisor:
+        supervisor.start()
+        started = time.monotonic()
+        with pytest.raises(ApiKeyRejected) as caught:
+            supervisor.wait_ready()
+        assert time.monotonic() - started < 5.0  # not a readiness timeout (10 s here)
+        assert_gone(supervisor.pgid, recorder.child_pid())  # already, before __exit__
+    rejected = caught.value
+    assert isinstance(rejected, InputError) and rejected.exit_code == 2 and rejected.status == status
+    assert says in rejected.message and f"GET {endpoint} answered {status}" in rejected.message
+    assert "serving.api_key_env" in rejected.hint and str(spec.log_path) in rejected.hint
+    assert "right" not in rejected.one_line() and "wrong" not in rejected.one_line()
+    if probe_key is None:
+        assert "QWEN35_API_KEY" in rejected.hint
+
+
 def test_crash_during_startup_reports_exit_code_and_last_lines(tmp_path):
     spec = make_spec(tmp_path, "--mode", "crash", "--ready-after-s", "0.2", "--spawn-child")
     recorder = Recorder()
@@ -203,92 +229,17 @@ def test_exception_inside_the_block_kills_the_group(tmp_path):
     assert_gone(supervisor.pgid, recorder.child_pid())
 
 
-DRIVER = textwrap.dedent(
-    """
-    import sys
-    import threading
-    from pathlib import Path
-    from qwen35.launcher.supervise import EngineCallbacks, EngineProcess, run_engine
-
-    port, log_path, *engine_args = sys.argv[1:]
-    spec = EngineProcess(
-        argv=[sys.executable, {engine!r}, "--port", port, *engine_args],
-        log_path=Path(log_path), log_prefix="[fake] ", base_url=f"http://127.0.0.1:{{port}}",
-        ready_timeout_s=10, poll_interval_s=0.05, stop_grace_s=2,
-    )
-    lock = threading.Lock()  # on_line runs on the log reader thread
-
-    def say(text):
-        with lock:
-            sys.stdout.write(text + "\\n")
-            sys.stdout.flush()
-
-    callbacks = EngineCallbacks(on_line=say, on_ready=lambda models: say(f"driver: ready {{models}}"))
-    sys.exit(run_engine(spec, callbacks))
-    """
-).format(engine=str(FAKE_ENGINE))
-
-
-def run_driver(tmp_path: Path, *engine_args: str) -> tuple[subprocess.Popen, queue.Queue]:
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(free_port()), str(tmp_path / "engine.log"), *engine_args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in driver.stdout], daemon=True).start()
-    return driver, lines
-
-
-def stop_driver(driver: subprocess.Popen, pgid: int | None) -> None:
-    """After a failed test: a SIGKILLed driver cannot clean up, so kill its engine group too."""
-    driver.kill()
-    driver.wait()
-    if pgid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-def read_until(lines: queue.Queue, pattern: str, timeout_s: float = 10.0) -> re.Match:
-    deadline = time.monotonic() + timeout_s
-    seen = []
-    while True:
-        try:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            raise AssertionError(f"no line matching {pattern!r}; driver said:\n" + "".join(seen))
-        seen.append(line)
-        if match := re.search(pattern, line):
-            return match
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_to_the_launcher_while_serving_shuts_down_cleanly(tmp_path, signum):
-    driver, lines = run_driver(tmp_path, "--spawn-child")
-    pgid = None
-    try:
-        pgid = int(read_until(lines, r"pgid=(\d+)").group(1))
-        child = int(read_until(lines, r"child pid=(\d+)").group(1))
-        read_until(lines, r"driver: ready \['fake-model'\]")
-        driver.send_signal(signum)
-        assert driver.wait(timeout=10) == 0
-        read_until(lines, rf"received {signum.name}, shutting down", timeout_s=1)
-        assert_gone(pgid, child)
-    finally:
-        stop_driver(driver, pgid)
-
-
-def test_sigterm_during_startup_stops_the_engine(tmp_path):
-    driver, lines = run_driver(tmp_path, "--ready-after-s", "30", "--spawn-child")
-    pgid = None
-    try:
-        pgid = int(read_until(lines, r"pgid=(\d+)").group(1))
-        child = int(read_until(lines, r"child pid=(\d+)").group(1))
-        read_until(lines, r"listening on")
-        driver.send_signal(signal.SIGTERM)
-        assert driver.wait(timeout=10) == 0
-        assert_gone(pgid, child)
-    finally:
-        stop_driver(driver, pgid)
+def test_engine_started_from_a_worker_thread_outlives_that_thread(tmp_path):
+    # The parent-death signal follows the thread that forked; only the main thread may set it.
+    spec = make_spec(tmp_path)
+    with Supervisor(spec) as supervisor:
+        starter = threading.Thread(target=supervisor.start)
+        starter.start()
+        starter.join()
+        assert supervisor.wait_ready() == ["fake-model"]
+        assert supervisor.process.poll() is None
+        assert supervisor.stop() == 0
+    assert_gone(supervisor.pgid)
 
 
 def test_exit_status_mapping():
