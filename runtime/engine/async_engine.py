@@ -199,6 +199,7 @@ class AsyncEngine:
         # Rows whose sequence ended; a runner with release_row frees their pages and state slot at
         # the start of the next step, in the worker thread, before anything reuses them.
         self._released_rows: list[int] = []
+        self._sampling_cache: list | None = None  # [seq ids, their output counts, SamplingBatch, slots]
         self._in_flight = False
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -370,14 +371,32 @@ class AsyncEngine:
             if not sampled:
                 return []
             generations = [self._generations[s.seq_id] for s in sampled]
-            batch = SamplingBatch.from_params([g.params for g in generations],
-                                              [len(s.output_ids) for s in sampled], self.runner.device)
-            slots = torch.tensor([s.row for s in sampled], dtype=torch.long, device=self.runner.device)
+            batch, slots = self._sampling_inputs(sampled, generations)
             result = sample(torch.cat(logits), batch, self.history, slots, self.generator)
             self.history.append(slots, result.token_ids)
             token_ids = result.token_ids.tolist()
             logprobs = self._logprobs(result, generations)
             return [(g.seq.seq_id, g.add(token_id, lp)) for g, token_id, lp in zip(generations, token_ids, logprobs)]
+
+    def _sampling_inputs(self, sampled: list[ScheduledSequence],
+                         generations: list[_Generation]) -> tuple[SamplingBatch, torch.Tensor]:
+        """The step's SamplingBatch and cache-row slots, rebuilt only when the batch changes.
+
+        In steady decoding the same sequences are sampled step after step, each one token
+        further: then the device tensors stay and only the step counters move (on the device).
+        """
+        key = tuple(s.seq_id for s in sampled)
+        steps = [len(s.output_ids) for s in sampled]
+        cached = self._sampling_cache
+        if cached is not None and cached[0] == key and all(a == b + 1 for a, b in zip(steps, cached[1])):
+            cached[2].advance()
+        else:
+            device = self.runner.device
+            batch = SamplingBatch.from_params([g.params for g in generations], steps, device)
+            slots = torch.tensor([s.row for s in sampled], dtype=torch.long, device=device)
+            cached = self._sampling_cache = [key, None, batch, slots]
+        cached[1] = steps
+        return cached[2], cached[3]
 
     def _release_rows(self) -> None:
         """Hand the pages and state slots of ended sequences back to a paged runner."""

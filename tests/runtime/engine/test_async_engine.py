@@ -115,6 +115,49 @@ def test_seeded_sampling_does_not_depend_on_the_batch(demo_llm):
     assert alone == together
 
 
+def test_seeded_sampling_matches_offline_generation_step_for_step(demo_llm):
+    """The engine keeps its sampling tensors across steady steps: the seeded noise counter must still move."""
+    prompts = [demo_llm.encode("Tell me about the weather in Oslo"), demo_llm.encode("Hi")]
+    params = [SamplingParams(temperature=1.0, seed=99 + i, max_tokens=12, ignore_eos=True) for i in range(2)]
+    want = [o.token_ids for o in demo_llm.generate(prompts, params)]
+    runner = TorchModelRunner(demo_llm.model, num_rows=2, max_len=64)
+
+    async def main():
+        engine = AsyncEngine(runner, demo_llm.tokenizer, EngineConfig(max_running_requests=2, max_model_len=64))
+        await engine.start()
+        try:
+            return await asyncio.gather(*[_collect(engine, p, sp) for p, sp in zip(prompts, params)])
+        finally:
+            await engine.stop()
+
+    got = [tokens for tokens, _ in asyncio.run(main())]
+    assert got == want and len(set(want[0])) > 1
+
+
+def test_sampling_tensors_are_reused_only_while_the_batch_steps_in_lockstep():
+    from qwen35.runtime.engine.async_engine import _Generation
+    from qwen35.runtime.engine.scheduler import Sequence
+
+    engine = AsyncEngine(CountingRunner(num_rows=3), None, EngineConfig(max_running_requests=3, max_model_len=64))
+    params = SamplingParams(temperature=1.0, seed=5)
+    seqs = [Sequence(i, [1, 2], 50, row=i) for i in range(3)]
+    gens = [_Generation(s, params, frozenset(), None) for s in seqs]
+    first, _ = engine._sampling_inputs(seqs[:2], gens[:2])
+    assert first.steps.tolist() == [0, 0]
+    for s in seqs[:2]:
+        s.output_ids.append(7)
+    again, _ = engine._sampling_inputs(seqs[:2], gens[:2])
+    assert again is first and again.steps.tolist() == [1, 1]
+    seqs[0].output_ids += [7, 7]  # a speculative step: one row moved by more than one token
+    seqs[1].output_ids.append(7)
+    jumped, _ = engine._sampling_inputs(seqs[:2], gens[:2])
+    assert jumped is not first and jumped.steps.tolist() == [3, 2]
+    seqs[0].output_ids.append(7)
+    seqs[1].output_ids.append(7)
+    changed, slots = engine._sampling_inputs([seqs[0], seqs[2]], [gens[0], gens[2]])
+    assert changed is not jumped and changed.steps.tolist() == [4, 0] and slots.tolist() == [0, 2]
+
+
 def test_abort_frees_the_row_for_the_next_sequence():
     runner = CountingRunner(num_rows=1)
 

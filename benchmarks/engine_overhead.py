@@ -1,0 +1,109 @@
+"""Host-side cost of one AsyncEngine step, with a model that costs nothing.
+
+    python benchmarks/engine_overhead.py [--batches 1 8 64] [--tokens 256] [--vocab 248320]
+
+On a GPU a decode step of the 0.8B shape is about a millisecond (PERF.md), so what the engine
+does around the model (schedule, stage inputs, sample, read the tokens back, detokenize, stop
+checks, hand outputs to the event loop) must stay well below that for the runner's speed to
+reach clients. Here the runner returns preallocated logits at once, so the measured time per
+step is that surrounding work alone: the host ceiling on tokens/s for that batch, whatever the
+GPU. Sampling is greedy over the given vocabulary on the CPU (on a GPU it is a launch and the
+read-back sync); detokenization uses the demo checkpoint's real tokenizer.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+from qwen35.runtime.demo import write_demo_checkpoint
+from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
+from qwen35.runtime.engine.sampling import SamplingParams
+from qwen35.runtime.tokenizer.tokenizer import load_tokenizer
+
+
+class FreeRunner:
+    """A ModelRunner whose logits are ready-made: every row's argmax walks through `token_ids`."""
+
+    def __init__(self, num_rows: int, max_len: int, vocab_size: int, token_ids: list[int]):
+        self.num_rows, self.max_len, self.vocab_size = num_rows, max_len, vocab_size
+        self.device = torch.device("cpu")
+        self.logits = []
+        for token in token_ids:  # one [rows, V] tensor per token to emit, cycled through
+            logits = torch.zeros(num_rows, vocab_size)
+            logits[:, token] = 1.0
+            self.logits.append(logits)
+        self.calls = 0
+
+    def reset_row(self, row: int) -> None:
+        pass
+
+    def prefill(self, row: int, token_ids: list[int]) -> torch.Tensor:
+        return self._next(1)[0]
+
+    def decode(self, rows: list[int], token_ids: list[int]) -> torch.Tensor:
+        return self._next(len(rows))
+
+    def _next(self, size: int) -> torch.Tensor:
+        self.calls += 1
+        return self.logits[self.calls % len(self.logits)][:size]
+
+
+async def measure(runner: FreeRunner, tokenizer, batch: int, tokens: int) -> dict:
+    """Seconds per engine step while `batch` sequences decode `tokens` tokens each."""
+    config = EngineConfig(max_running_requests=batch, max_queue=batch, max_model_len=runner.max_len)
+    engine = AsyncEngine(runner, tokenizer, config)
+    await engine.start()
+    try:
+        params = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
+        prompt = list(range(1000, 1016))
+        handles = [engine.submit(prompt, [params])[0] for _ in range(batch)]
+        first = [await handle.__anext__() for handle in handles]  # every sequence decoding
+        steps_before, start = engine.steps, time.perf_counter()
+
+        async def drain(handle) -> int:
+            return sum([len(output.token_ids) async for output in handle])
+
+        received = sum(await asyncio.gather(*(drain(h) for h in handles))) + sum(len(o.token_ids) for o in first)
+        seconds = time.perf_counter() - start
+        steps = engine.steps - steps_before
+    finally:
+        await engine.stop()
+    assert received == batch * tokens, (received, batch * tokens)
+    return {"batch": batch, "steps": steps, "us_per_step": seconds / steps * 1e6,
+            "host_tokens_per_s": batch * steps / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--tokens", type=int, default=256, help="tokens each sequence decodes")
+    parser.add_argument("--vocab", type=int, default=248320, help="logits width (Qwen3.5: 248320)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer = load_tokenizer(write_demo_checkpoint(os.path.join(directory, "demo"), seed=0))
+    # Ordinary words, so detokenization does its usual work (no special tokens, no byte fallback).
+    token_ids = tokenizer.encode(" the engine emits one ordinary word after another for the benchmark")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")
+    print(f"workload: greedy, {args.tokens} tokens per sequence, vocab {args.vocab}, model cost 0 "
+          f"(median of {args.repeats})")
+    print(f"{'batch':>6} {'steps':>6} {'us/step':>9} {'host ceiling tok/s':>19}")
+    for batch in args.batches:
+        runner = FreeRunner(batch, args.tokens + 32, args.vocab, token_ids)
+        runs = [asyncio.run(measure(runner, tokenizer, batch, args.tokens)) for _ in range(args.repeats)]
+        best = sorted(runs, key=lambda r: r["us_per_step"])[len(runs) // 2]
+        print(f"{batch:>6} {best['steps']:>6} {best['us_per_step']:>9.0f} {best['host_tokens_per_s']:>19,.0f}")
+    print("sampling here runs on the CPU over the full vocabulary; compare with --vocab 1024 to separate it out")
+
+
+if __name__ == "__main__":
+    main()
