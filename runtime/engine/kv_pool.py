@@ -83,6 +83,16 @@ class BlockManager:
         self.tables[row] = []
         self.lengths[row] = 0
 
+    def truncate(self, row: int, length: int) -> None:
+        """Keep the row's first length tokens; pages past them go back to the pool (speculation's rollback)."""
+        if not 0 <= length <= self.lengths[row]:
+            raise ValueError(f"row {row} holds {self.lengths[row]} tokens; cannot keep {length}")
+        table = self.tables[row]
+        keep = pages_for(length, self.page_size)
+        self._free.extend(reversed(table[keep:]))  # the first dropped page is handed out again first
+        del table[keep:]
+        self.lengths[row] = length
+
     def slot(self, row: int, position: int) -> int:
         """Flat cache slot of the row's token at position (its page must be reserved)."""
         return self.tables[row][position // self.page_size] * self.page_size + position % self.page_size

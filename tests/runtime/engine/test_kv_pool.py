@@ -57,6 +57,23 @@ def test_free_returns_pages_for_reuse_under_churn():
     assert blocks.num_free_pages == 6 and blocks.lengths == [0, 0, 0]
 
 
+def test_truncate_rolls_a_row_back_and_returns_the_pages_past_it():
+    blocks = BlockManager(num_pages=6, page_size=4, num_rows=2, max_len=32)
+    blocks.grow(0, 5)
+    blocks.grow(1, 2)
+    blocks.grow(0, 6)  # 11 tokens: pages 0, 1, 3
+    blocks.truncate(0, 9)  # still three pages
+    assert blocks.tables[0] == [0, 1, 3] and blocks.lengths[0] == 9 and blocks.num_free_pages == 2
+    blocks.truncate(0, 8)  # page 3 goes back and is handed out next
+    assert blocks.tables[0] == [0, 1] and blocks.lengths[0] == 8 and blocks.num_free_pages == 3
+    assert blocks.grow(1, 3) == [(1, 3)]
+    blocks.truncate(0, 0)
+    assert blocks.tables[0] == [] and blocks.num_free_pages == 4
+    with pytest.raises(ValueError, match="cannot keep 6"):
+        blocks.truncate(1, 6)
+    assert blocks.lengths[1] == 5
+
+
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError):
         BlockManager(num_pages=0, page_size=16, num_rows=1, max_len=16)
