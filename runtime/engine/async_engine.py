@@ -21,7 +21,7 @@ import torch
 
 from qwen35.runtime.engine.detokenize import IncrementalDetokenizer, StopMatcher
 from qwen35.runtime.engine.multimodal import MediaInputs, RequestMedia
-from qwen35.runtime.engine.runner import ModelRunner
+from qwen35.runtime.engine.runner import ModelRunner, takes_media
 from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams, TokenHistory, sample
 from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, SchedulerConfig, StepPlan
 from qwen35.runtime.engine.scheduler import Sequence as ScheduledSequence
@@ -57,6 +57,8 @@ class EngineConfig:
         blocks = getattr(runner, "blocks", None)  # a paged runner's BlockManager
         if blocks is not None and blocks.num_pages < self.max_running_requests * blocks.max_pages_per_row:
             config.kv_pages, config.page_size = blocks.num_pages, blocks.page_size
+            # A verify writes the last token and k drafts before rolling back to what it keeps.
+            config.reserve_extra_tokens = self.speculative_tokens + 1 if self.speculative_tokens else 0
         return config
 
 
@@ -256,7 +258,7 @@ class AsyncEngine:
         """
         if self._task is None:
             raise RuntimeError("the engine is not running: await engine.start() first")
-        if media is not None and not hasattr(self.runner, "prepare_media"):
+        if media is not None and not takes_media(self.runner):
             raise ValueError("this engine's model runner takes text only: send no images or videos")
         shared_media = RequestMedia(media) if media is not None and media.num_items else None
         prompt = [int(t) for t in prompt_ids]

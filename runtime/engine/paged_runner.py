@@ -236,15 +236,21 @@ class PagedModelRunner:
 
 def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, page_size: int = 16,
                        budget_bytes: float | None = None, prefill_chunk: int = 2048, kernels: str = "auto",
-                       cuda_graphs: bool = True) -> tuple[PagedModelRunner, dict]:
+                       cuda_graphs: bool = True, speculative_tokens: int = 0) -> tuple[PagedModelRunner, dict]:
     """A runner whose pools are sized by planner.memory.slot_pools; returns it with the sizing report.
 
     The budget for KV + state is `budget_bytes` when given (required on the CPU); on CUDA it is
-    measured after a warm-up prefill of prefill_chunk tokens and a decode step.
+    measured after a warm-up prefill of prefill_chunk tokens and a decode step. With
+    speculative_tokens k the runner is a PagedSpeculativeRunner: rows hold max_len + k + 1 tokens,
+    and a measured budget first gives up what the MTP head's own per-row KV cache takes.
     """
     text = model.config.text
     device = model.output_weight.device
     dtype = model.output_weight.dtype
+    capacity = max_len + (speculative_tokens + 1 if speculative_tokens else 0)
+    # The MTP head's per-row KV cache (DraftCache) lives outside the pools.
+    draft_bytes = (max_running * capacity * 2 * text.mtp_num_hidden_layers * text.num_key_value_heads
+                   * text.head_dim * dtype.itemsize) if speculative_tokens else 0
     measured = None
     if budget_bytes is None:
         def warm_up() -> None:
@@ -255,13 +261,21 @@ def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, pa
             del scratch
 
         measured = measure_budget(device, warm_up)
-        budget_bytes = measured.budget_bytes
-    plan = plan_pools(text, budget_bytes, max_running, max_len, page_size, dtype)
-    if plan.state_slots < 1 or plan.num_pages < pages_for(max_len, page_size):
+        budget_bytes = measured.budget_bytes - draft_bytes
+    plan = plan_pools(text, budget_bytes, max_running, capacity, page_size, dtype)
+    if plan.state_slots < 1 or plan.num_pages < pages_for(capacity, page_size):
         raise ValueError(f"{budget_bytes / 2**30:.2f} GiB for KV and state cannot hold one {max_len}-token "
                          f"request: lower the context or free device memory")
-    runner = PagedModelRunner(model, plan.state_slots, max_len, page_size=page_size, num_pages=plan.num_pages,
-                              kernels=kernels, cuda_graphs=cuda_graphs)
+    common = dict(page_size=page_size, num_pages=plan.num_pages, kernels=kernels, cuda_graphs=cuda_graphs)
+    if speculative_tokens:
+        from qwen35.runtime.engine.paged_speculative import PagedSpeculativeRunner  # it builds on this module
+
+        runner = PagedSpeculativeRunner(model, plan.state_slots, max_len, speculative_tokens, **common)
+    else:
+        runner = PagedModelRunner(model, plan.state_slots, max_len, **common)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     planner = planner_budget(measured.total_bytes, weights) if measured is not None else None
-    return runner, sizing_report(plan, runner.state.nbytes, runner.kv.nbytes, measured, planner)
+    report = sizing_report(plan, runner.state.nbytes, runner.kv.nbytes, measured, planner)
+    if speculative_tokens:
+        report["draft_cache_bytes"] = draft_bytes
+    return runner, report

@@ -39,6 +39,11 @@ class ModelRunner(Protocol):
     # samples too; the engine uses it when EngineConfig.speculative_tokens matches.
 
 
+def takes_media(runner) -> bool:
+    """Whether a runner serves images and videos (has prepare_media and is not marked text_only)."""
+    return callable(getattr(runner, "prepare_media", None)) and not getattr(runner, "text_only", False)
+
+
 class TorchModelRunner:
     """`ModelRunner` over a loaded Qwen35Model: one ModelCache, rows reused across sequences."""
 

@@ -42,6 +42,7 @@ class SchedulerConfig:
     max_prefill_tokens: int = 512
     kv_pages: int | None = None  # pages in the KV pool (None: every row holds a full context)
     page_size: int = 16
+    reserve_extra_tokens: int = 0  # room a sequence needs beyond prompt + max_tokens (speculation's verify)
 
     def validate(self) -> None:
         """Raise ValueError naming the first limit that is not a positive integer."""
@@ -54,8 +55,8 @@ class SchedulerConfig:
             raise ValueError(f"a KV pool needs positive sizes, got {self.kv_pages} pages of {self.page_size} tokens")
 
     def pages_reserved(self, prompt_len: int, max_tokens: int) -> int:
-        """Pages a sequence can ever fill: its prompt and every token it may generate."""
-        return -(-(prompt_len + max_tokens) // self.page_size)
+        """Pages a sequence can ever fill: its prompt, every token it may generate, and the extra room."""
+        return -(-(prompt_len + max_tokens + self.reserve_extra_tokens) // self.page_size)
 
 
 @dataclass(eq=False)

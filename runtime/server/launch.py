@@ -34,7 +34,7 @@ class ServeOptions:
     max_queue: int = 256
     request_timeout: float | None = 600.0
     prefill_chunk_size: int | None = None  # default: PREFILL_CHUNK_CPU or PREFILL_CHUNK_GPU
-    runner: str = "auto"  # paged (KV pages + state slots), eager (per-row cache), auto: paged unless MTP
+    runner: str = "auto"  # paged (KV pages + state slots) or eager (a preallocated cache row per request)
     seed: int = 0
     allowed_local_media_path: str | None = None  # image/video parts may name files under this directory
     speculative_tokens: int = 0  # MTP draft tokens per decode step; 0: no speculation
@@ -46,9 +46,6 @@ class ServeOptions:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive number")
         if self.runner not in RUNNERS:
             raise InputError(f"unknown --runner '{self.runner}'", "choose auto, paged or eager")
-        if self.runner == "paged" and self.speculative_tokens:
-            raise InputError("MTP speculation (--speculative-tokens) runs on the eager runner only, for now",
-                             "drop --runner paged (auto picks the eager runner), or drop --speculative-tokens")
         if self.max_queue < 0:
             raise InputError("--max-queue must be 0 or more", "pass 0 to refuse requests beyond the running ones")
         if self.max_model_len is not None and self.max_model_len < 16:
@@ -118,6 +115,7 @@ def build_app(options: ServeOptions, progress: bool = True):
     options.validate()
     root = resolve_checkpoint_dir(options.model)  # before the heavy imports: a typo fails fast
     from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
+    from qwen35.runtime.engine.runner import takes_media
     from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
     from qwen35.runtime.model.loader import load_model
     from qwen35.runtime.server.app import create_app
@@ -153,9 +151,9 @@ def build_app(options: ServeOptions, progress: bool = True):
     from qwen35.runtime.vision import MediaPolicy
 
     local_media = Path(options.allowed_local_media_path) if options.allowed_local_media_path else None
-    # Runners without prepare_media (e.g. MTP speculation, for now) serve text only.
+    # Runners that take no media (MTP speculation, for now) serve text only.
     vision = (vision_serving(root, model.config, MediaPolicy(local_media_dir=local_media))
-              if hasattr(runner, "prepare_media") else None)
+              if takes_media(runner) else None)
     settings = ServerSettings(served_model_names=names, max_model_len=context, model_root=str(root),
                               api_key=options.api_key, request_timeout=options.request_timeout,
                               max_n=min(16, options.max_running_requests + options.max_queue),
@@ -170,29 +168,29 @@ def build_app(options: ServeOptions, progress: bool = True):
 def build_runner(model, options: ServeOptions, device: str, context: int, prefill_tokens: int):
     """The model runner `options.runner` asks for, and the paged runner's pool sizing report (else None).
 
-    auto takes the paged runner (KV pages, state slots, Triton kernels and CUDA graphs on a GPU)
-    unless MTP speculation is on, which the eager runner alone does today. The paged runner's
-    pools are sized like the planner's bundled plan: on a GPU from free memory measured after a
-    warm-up of one packed prefill (2 x the chunk: the scheduler's per-step budget) and a decode;
-    on the CPU exactly rows x context, as the eager runner holds.
+    auto is the paged runner (KV pages, state slots, Triton kernels and CUDA graphs on a GPU),
+    with MTP speculation when --speculative-tokens asks for it. Its pools are sized like the
+    planner's bundled plan: on a GPU from free memory measured after a warm-up of one packed
+    prefill (2 x the chunk: the scheduler's per-step budget) and a decode; on the CPU exactly
+    rows x context, as the eager runner holds.
     """
     from qwen35.runtime.engine.memory_sizing import budget_for
     from qwen35.runtime.engine.paged_runner import build_paged_runner
     from qwen35.runtime.engine.runner import TorchModelRunner
     from qwen35.runtime.engine.speculative import SpeculativeRunner
 
-    rows = options.max_running_requests
-    if options.speculative_tokens:
-        return SpeculativeRunner(model, num_rows=rows, max_len=context,
-                                 num_speculative_tokens=options.speculative_tokens), None
+    rows, drafts = options.max_running_requests, options.speculative_tokens
     if options.runner == "eager":
+        if drafts:
+            return SpeculativeRunner(model, num_rows=rows, max_len=context, num_speculative_tokens=drafts), None
         return TorchModelRunner(model, num_rows=rows, max_len=context), None
     text = model.config.text
     dtype = model.output_weight.dtype
-    budget = budget_for(text, rows, rows * context, context, dtype) if device == "cpu" else None
+    capacity = context + (drafts + 1 if drafts else 0)  # a verify writes k + 1 tokens past what it keeps
+    budget = budget_for(text, rows, rows * capacity, capacity, dtype) if device == "cpu" else None
     try:
         runner, report = build_paged_runner(model, context, rows, page_size=PAGE_SIZE, budget_bytes=budget,
-                                            prefill_chunk=2 * prefill_tokens)
+                                            prefill_chunk=2 * prefill_tokens, speculative_tokens=drafts)
     except ValueError as error:
         raise InputError(str(error), "pass a smaller --max-model-len, or free GPU memory") from None
     if runner.num_rows < rows:

@@ -149,13 +149,14 @@ def test_serve_picks_the_paged_runner_with_pools_sized_like_the_eager_cache(demo
     assert pools["state_slots"] == 2 and pools["kv_tokens"] == 2 * 64 and pools["page_size"] == 16
     _, summary = build_app(_options(demo_path, runner="eager"), progress=False)
     assert summary["runner"] == "eager" and summary["pools"] is None
-    _, summary = build_app(_options(demo_path, speculative_tokens=1), progress=False)
+    _, summary = build_app(_options(demo_path, speculative_tokens=2), progress=False)
+    assert summary["runner"] == "paged" and summary["pools"]["draft_cache_bytes"] > 0
+    assert summary["pools"]["kv_tokens"] == 2 * (64 + 3), "rows hold the context plus a verify's k + 1 tokens"
+    _, summary = build_app(_options(demo_path, speculative_tokens=2, runner="eager"), progress=False)
     assert summary["runner"] == "eager"
 
 
-def test_serve_rejects_paged_speculation_and_unknown_runners(demo_path):
-    with pytest.raises(InputError, match="eager runner only"):
-        _options(demo_path, runner="paged", speculative_tokens=2).validate()
+def test_serve_rejects_unknown_runners(demo_path):
     with pytest.raises(InputError, match="unknown --runner 'fast'"):
         _options(demo_path, runner="fast").validate()
 

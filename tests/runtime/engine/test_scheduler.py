@@ -146,3 +146,15 @@ def test_a_request_larger_than_the_kv_pool_is_refused_at_once():
     scheduler.add([_seq(1, 15, max_tokens=5)])  # exactly 20 tokens: fits
     with pytest.raises(ValueError, match="positive sizes"):
         Scheduler(SchedulerConfig(kv_pages=0))
+
+
+def test_speculation_reserves_room_for_a_verify_beyond_max_tokens():
+    config = SchedulerConfig(max_running=2, kv_pages=4, page_size=4, reserve_extra_tokens=3,
+                             prefill_chunk_size=64, max_prefill_tokens=64)
+    scheduler = Scheduler(config)
+    seq = _seq(0, 8, max_tokens=5)  # 13 tokens + 3 of a verify = 16: all four pages
+    scheduler.add([seq])
+    scheduler.schedule()
+    assert scheduler.free_pages == 0
+    with pytest.raises(ValueError, match="KV pool of 16 tokens"):
+        scheduler.add([_seq(1, 8, max_tokens=6)])

@@ -278,7 +278,11 @@ def test_serve_with_speculative_tokens_answers_and_exports_acceptance(demo_path)
                                           max_running_requests=2, speculative_tokens=2), progress=False)
     engine = app.state.qwen35.engine
     assert summary["speculative_tokens"] == 2 and engine.config.speculative_tokens == 2
-    assert isinstance(engine.runner, SpeculativeRunner) and engine.runner.num_speculative_tokens == 2
+    # The default runner speculates over the paged pools, and serves text only while it does.
+    from qwen35.runtime.engine.paged_speculative import PagedSpeculativeRunner
+
+    assert isinstance(engine.runner, PagedSpeculativeRunner) and engine.runner.num_speculative_tokens == 2
+    assert app.state.qwen35.settings.text_only
     with TestClient(app) as client:
         reply = client.post("/v1/completions", json={"model": summary["model"], "prompt": "Hello",
                                                      "max_tokens": 5, "temperature": 0})
