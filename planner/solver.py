@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from qwen35.planner import memory
 from qwen35.planner.documented import documented_tp

@@ -117,7 +117,7 @@ def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], 
         return [EngineCommand(0, base, env)], notes
     address = settings.dist_init_addr or f"NODE0_IP:{DEFAULT_DIST_PORT}"
     if settings.dist_init_addr is None:
-        notes.append(f"replace NODE0_IP with the address of node 0 (or pass --dist-init-addr HOST:PORT)")
+        notes.append("replace NODE0_IP with the address of node 0 (or pass --dist-init-addr HOST:PORT)")
     commands = [
         EngineCommand(rank, base + ["--nnodes", str(settings.nodes), "--node-rank", str(rank),
                                     "--dist-init-addr", address], dict(env))
