@@ -50,8 +50,8 @@ def serve(
     seed: int = typer.Option(0, "--seed", help="Seed for requests that do not set their own."),
     runner: str = typer.Option(
         "auto", "--runner",
-        help="paged (KV pages + state slots; Triton kernels and CUDA graphs on a GPU), eager (per-row cache), "
-             "or auto: paged, except eager under --speculative-tokens."),
+        help="paged (KV pages + state slots; Triton kernels and CUDA graphs on a GPU) or eager (a "
+             "preallocated cache row per request); auto is paged."),
     prefill_chunk_size: Optional[int] = typer.Option(
         None, "--prefill-chunk-size", help="Prompt tokens per chunk (default 256 on CPU, 2048 on GPU); "
                                            "a step prefills up to two chunks."),
