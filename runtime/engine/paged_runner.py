@@ -222,16 +222,19 @@ class PagedModelRunner:
     # -- run the model ------------------------------------------------------------------------------
 
     def _run_decode(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits for staged decode inputs [5, B]; everything derived on the device (graph-safe)."""
+        """Logits for staged decode inputs [5, B] (graph-safe)."""
+        return self.forward.decode(self._decode_batch(inputs))
+
+    def _decode_batch(self, inputs: torch.Tensor) -> DecodeBatch:
+        """The DecodeBatch of staged inputs [5, B]; everything derived on the device (graph-safe)."""
         rows = inputs[2]
-        batch = DecodeBatch(
+        return DecodeBatch(
             token_ids=inputs[0], positions=inputs[4],
             state_slots=self.row_state_slot.index_select(0, rows),
             kv_slots=inputs[3],
             block_tables=self.block_tables.index_select(0, rows),
             seq_lens=(inputs[1] + 1).to(torch.int32),
         )
-        return self.forward.decode(batch)
 
 
 def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, page_size: int = 16,

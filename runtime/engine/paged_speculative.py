@@ -42,9 +42,7 @@ from qwen35.runtime.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
 from qwen35.runtime.engine.paged_kernels import gates
 from qwen35.runtime.engine.paged_model import DecodeBatch, PagedTextModel, PrefillBatch
 from qwen35.runtime.engine.paged_runner import PagedModelRunner
-from qwen35.runtime.engine.rejection_sampler import verify_drafts
-from qwen35.runtime.engine.sampling import SamplingBatch, TokenHistory
-from qwen35.runtime.engine.speculative import SpeculativeRunner, SpeculativeStep
+from qwen35.runtime.engine.speculative import SpeculativeRunner
 from qwen35.runtime.kernels.causal_conv1d import causal_conv1d
 from qwen35.runtime.kernels.gated_delta_rule import recurrent_gated_delta_rule
 from qwen35.runtime.model.linear_attention import GatedDeltaNet
@@ -178,41 +176,16 @@ class PagedSpeculativeRunner(PagedModelRunner):
         self._feed_mtp(rows, [[t] for t in token_ids], hidden[:, None])
         return self.model.compute_logits(hidden)
 
-    @torch.inference_mode()
-    def speculate(self, rows: list[int], token_ids: list[int], batch: SamplingBatch,
-                  history: TokenHistory | None = None, slots: torch.Tensor | None = None,
-                  generator: torch.Generator | None = None) -> SpeculativeStep:
-        """Draft, verify and accept for each row given its last token; as SpeculativeRunner.speculate."""
-        counts = prompt_mask = None
-        if batch.needs_penalties:
-            if history is None or slots is None:
-                raise ValueError("penalties need a TokenHistory and the batch's slots")
-            counts, prompt_mask = history.rows(slots)
-        drafts, draft_probs = self._draft(rows, token_ids, batch, counts, prompt_mask, generator)
-        last = torch.tensor(token_ids, dtype=torch.long, device=self.device)[:, None]
-        verify = self._prepare_verify(rows, torch.cat([last, drafts], dim=1))
-        hidden = self.forward.prefill_hidden(verify).view(len(rows), verify.num_tokens, -1)
-        logits = self.model.compute_logits(hidden)
-        self.main_forwards += 1
-        verdict = verify_drafts(logits, drafts, draft_probs, batch, counts, prompt_mask, generator)
-        self._commit(rows, verify, verdict.num_accepted + 1)
-
-        rows_t = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.pending_hidden.index_copy_(0, rows_t, hidden.to(self.pending_hidden.dtype))
-        self.pending_ids[rows_t, :self.num_speculative_tokens] = drafts
-        accepted = verdict.num_accepted.tolist()
-        emitted = verdict.tokens.tolist()
-        for row, count in zip(rows, accepted):
-            self.pending_count[row] = count + 1
-        step = SpeculativeStep([tokens[:count + 1] for tokens, count in zip(emitted, accepted)], accepted,
-                               len(rows) * self.num_speculative_tokens)
-        if batch.max_logprobs is not None:
-            raw = torch.log_softmax(logits.to(torch.float32), dim=-1)
-            step.logprobs = raw.gather(2, verdict.tokens[..., None]).squeeze(2)
-            step.top_logprobs, step.top_ids = raw.topk(batch.max_logprobs, dim=-1)
-        return step
+    # The step itself is SpeculativeRunner's; only _verify (below) differs.
+    speculate = torch.inference_mode()(SpeculativeRunner.speculate)
 
     # -- verify and commit ------------------------------------------------------------------------
+
+    def _verify(self, rows: list[int], tokens: torch.Tensor):
+        """Logits [B, T, V] and hidden [B, T, H] of a packed verify, and the commit of the accepted prefix."""
+        verify = self._prepare_verify(rows, tokens)
+        hidden = self.forward.prefill_hidden(verify).view(len(rows), verify.num_tokens, -1)
+        return self.model.compute_logits(hidden), hidden, lambda accepted: self._commit(rows, verify, accepted)
 
     def _prepare_verify(self, rows: list[int], tokens: torch.Tensor) -> VerifyBatch:
         """A packed batch of tokens [B, T] after each row's cached tokens, its pages grown for all T."""
@@ -247,12 +220,4 @@ class PagedSpeculativeRunner(PagedModelRunner):
 
     def _run_decode(self, inputs: torch.Tensor) -> torch.Tensor:
         """Final-normed hidden states [B, H] (not logits) for staged decode inputs [5, B]; graph-safe."""
-        rows = inputs[2]
-        batch = DecodeBatch(
-            token_ids=inputs[0], positions=inputs[4],
-            state_slots=self.row_state_slot.index_select(0, rows),
-            kv_slots=inputs[3],
-            block_tables=self.block_tables.index_select(0, rows),
-            seq_lens=(inputs[1] + 1).to(torch.int32),
-        )
-        return self.forward.decode_hidden(batch)
+        return self.forward.decode_hidden(self._decode_batch(inputs))

@@ -105,13 +105,13 @@ class SpeculativeRunner:
             counts, prompt_mask = history.rows(slots)
         drafts, draft_probs = self._draft(rows, token_ids, batch, counts, prompt_mask, generator)
         last = torch.tensor(token_ids, dtype=torch.long, device=self.device)[:, None]
-        verify = verify_forward(self.model, self.cache, rows, torch.cat([last, drafts], dim=1))
+        logits, hidden, commit = self._verify(rows, torch.cat([last, drafts], dim=1))
         self.main_forwards += 1
-        verdict = verify_drafts(verify.logits, drafts, draft_probs, batch, counts, prompt_mask, generator)
-        commit_accepted(self.cache, verify, verdict.num_accepted + 1)
+        verdict = verify_drafts(logits, drafts, draft_probs, batch, counts, prompt_mask, generator)
+        commit(verdict.num_accepted + 1)
 
         rows_t = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.pending_hidden.index_copy_(0, rows_t, verify.hidden.to(self.pending_hidden.dtype))
+        self.pending_hidden.index_copy_(0, rows_t, hidden.to(self.pending_hidden.dtype))
         self.pending_ids[rows_t, :self.num_speculative_tokens] = drafts
         accepted = verdict.num_accepted.tolist()
         emitted = verdict.tokens.tolist()
@@ -120,10 +120,16 @@ class SpeculativeRunner:
         step = SpeculativeStep([tokens[:count + 1] for tokens, count in zip(emitted, accepted)], accepted,
                                len(rows) * self.num_speculative_tokens)
         if batch.max_logprobs is not None:
-            raw = torch.log_softmax(verify.logits.to(torch.float32), dim=-1)
+            raw = torch.log_softmax(logits.to(torch.float32), dim=-1)
             step.logprobs = raw.gather(2, verdict.tokens[..., None]).squeeze(2)
             step.top_logprobs, step.top_ids = raw.topk(batch.max_logprobs, dim=-1)
         return step
+
+    def _verify(self, rows: list[int], tokens: torch.Tensor):
+        """Logits [B, T, V] and hidden states [B, T, H] of tokens [B, T] after the rows, and the
+        function that keeps each row's first accepted[b] of them (the cache is untouched until then)."""
+        verify = verify_forward(self.model, self.cache, rows, tokens)
+        return verify.logits, verify.hidden, lambda accepted: commit_accepted(self.cache, verify, accepted)
 
     def _main(self, tokens: torch.Tensor, rows: list[int]) -> torch.Tensor:
         """A committed main forward; the final-normed hidden states [B, T, H]."""
