@@ -4,7 +4,6 @@ The launcher as a process of its own, under signals, is test_supervise_signals.p
 """
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -26,6 +25,7 @@ from qwen35.launcher.supervise import (
     exit_status,
 )
 from qwen35.planner.errors import InputError, Qwen35Error
+from process_checks import assert_gone
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 PREFIX = "[fake] "
@@ -79,15 +79,6 @@ def wait_for(predicate, timeout_s: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.01)
-
-
-def assert_gone(pgid: int, *pids: int) -> None:
-    """No member of the group is left, not even a zombie, and neither are the given pids."""
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pgid, 0)
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
 
 
 def test_ready_path_streams_prefixed_lines_and_stops_cleanly(tmp_path):

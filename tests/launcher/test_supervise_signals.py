@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from qwen35.launcher import process_group
+from process_checks import assert_gone
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 
@@ -90,15 +91,6 @@ def read_until(lines: queue.Queue, pattern: str, timeout_s: float = 10.0) -> re.
         seen.append(line)
         if match := re.search(pattern, line):
             return match
-
-
-def assert_gone(pgid: int, *pids: int) -> None:
-    """No member of the group is left, not even a zombie, and neither are the given pids."""
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pgid, 0)
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
 
 
 def is_dead(pid: int) -> bool:
