@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # One run on the device machine (CUDA GPU): environment, kernel checks, GPU tests, engine-vs-reference
-# agreement and `qwen35 bench` on the 0.8B shape. Installs nothing: it runs this checkout with the
-# machine's python3 (torch, triton, transformers there), importing `qwen35` through a symlink.
+# agreement and `qwen35 bench` on the 0.8B shape. It runs this checkout with the machine's python3
+# (torch, triton, transformers there), importing `qwen35` through a symlink; the only installs are
+# the wheels carried in .whl/, into a scratch directory.
 # Under $OUT (the device tool returns at most 8 files): run.log (every step's output), kernels.json,
 # agreement.json, bench.json and summary.txt; the summary is also printed last.
 #
 #   bash benchmarks/gpu_run.sh                # full run (predicted 6-9 minutes on an H100)
 #   STEPS="agreement bench" bash benchmarks/gpu_run.sh     # a subset, e.g. in a second call
 #
-# The server part of the bench needs fastapi and uvicorn, which the device image lacks: carry them
-# as wheels (see the device README) and put them on PYTHONPATH first, or the bench reports it skipped.
+# The server part of the bench needs fastapi and uvicorn, which the device image lacks: fetch them with
+# `bash benchmarks/device_wheels.sh` and carry .whl (run(..., carry=[".whl"])), or the bench reports it
+# skipped.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +22,13 @@ DEADLINE_S="${DEADLINE_S:-570}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 LOGS="$(mktemp -d)"
+
+# Wheels carried in .whl/ (benchmarks/device_wheels.sh fetches them) go into a scratch directory first.
+if compgen -G "$ROOT/.whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/qwen35-site \
+        "$ROOT"/.whl/*.whl && export PYTHONPATH="/tmp/qwen35-site${PYTHONPATH:+:$PYTHONPATH}" \
+        || echo "installing the carried wheels failed: the server bench and fla-core baseline may be skipped" >&2
+fi
 
 # setup.py maps qwen35.<part> onto <repo>/<part>: a symlink named qwen35 does the same without installing.
 IMPORT_ROOT="$(mktemp -d)"
