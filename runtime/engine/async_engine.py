@@ -1,18 +1,23 @@
-"""The serving engine: one asyncio task batches every client's sequences through the model.
+"""The serving engine: one thread batches every client's sequences through the model.
 
 Each step is schedule -> run the model (prompt chunks, then one batched decode) -> sample
--> detokenize, with the model work in a single worker thread so the event loop keeps
-answering HTTP while a step runs. Scheduler state is touched only on the event loop: an
-abort that arrives while a step is in flight takes effect when the step returns, so a row
-is never freed under the model's feet.
+-> detokenize, in the engine's own thread, which goes straight on to the next step. The
+asyncio side (HTTP, the request handles) only submits, aborts and receives: each step's
+outputs reach it through one `call_soon_threadsafe`, so handing them to clients overlaps
+the next step's model work instead of adding to it.
+
+One lock guards the scheduler and the bookkeeping of live sequences; the model, the sampler
+state and the runner's pools belong to the engine thread alone. An abort that arrives while
+its sequence is in the step in flight takes effect when the step returns, so a row is never
+freed under the model's feet.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Protocol
@@ -203,14 +208,16 @@ class AsyncEngine:
         self._released_rows: list[int] = []
         self._sampling_cache: list | None = None  # [seq ids, their output counts, SamplingBatch, slots]
         self._in_flight = False
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # scheduler, _handles, _generations, aborts, released rows
+        self._work = threading.Condition(self._lock)  # the engine thread sleeps on it when idle
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def is_running(self) -> bool:
-        """Whether the background loop is alive."""
-        return self._task is not None and not self._task.done()
+        """Whether the engine thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def num_running(self) -> int:
@@ -223,27 +230,26 @@ class AsyncEngine:
         return self.scheduler.num_waiting
 
     async def start(self) -> None:
-        """Start the background loop on the running event loop."""
-        if self._task is not None:
+        """Start the engine thread; outputs are delivered on the running event loop."""
+        if self._thread is not None:
             return
-        self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="qwen35-engine")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="qwen35-engine-loop")
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="qwen35-engine", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        """Stop the loop, end every open stream with an abort, and release the worker thread."""
-        if self._task is None:
+        """Stop the engine thread (after the step in flight), end every open stream with an abort."""
+        if self._thread is None:
             return
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-        self._task = None
+        with self._work:
+            self._stopping = True
+            self._work.notify()
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        await asyncio.sleep(0)  # outputs the last step posted are delivered before the aborts
         for handle in list(self._handles.values()):
             self._retire(handle, "abort", "the server is shutting down")
-        self._executor.shutdown(wait=True)
-        self._executor = None
 
     def check_fits(self, prompt_len: int, max_tokens: int) -> None:
         """Raise ValueError if a prompt plus max_tokens cannot fit the context."""
@@ -256,7 +262,7 @@ class AsyncEngine:
         `media`: the prompt's preprocessed images and videos (prompt ids already expanded to one
         pad per embedding), embedded once and shared by the choices.
         """
-        if self._task is None:
+        if self._thread is None:
             raise RuntimeError("the engine is not running: await engine.start() first")
         if media is not None and not takes_media(self.runner):
             raise ValueError("this engine's model runner takes text only: send no images or videos")
@@ -265,18 +271,21 @@ class AsyncEngine:
         for p in params:
             p.validate()
         sequences = [ScheduledSequence(next(self._ids), prompt, p.max_tokens) for p in params]
-        self.scheduler.add(sequences)
-        handles = []
+        handles, generations = [], []
         for seq, p in zip(sequences, params):
             stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else self.eos_token_ids)
             detokenizer = (IncrementalDetokenizer(self.tokenizer.backend, skip_special_tokens)
                            if self.tokenizer is not None else None)
-            self._generations[seq.seq_id] = _Generation(seq, p, stop_ids, detokenizer)
-            self._generations[seq.seq_id].media = shared_media
-            handle = RequestHandle(self, seq)
-            self._handles[seq.seq_id] = handle
-            handles.append(handle)
-        self._wakeup.set()
+            generation = _Generation(seq, p, stop_ids, detokenizer)
+            generation.media = shared_media
+            generations.append(generation)
+            handles.append(RequestHandle(self, seq))
+        with self._work:
+            self.scheduler.add(sequences)  # QueueFull: nothing registered
+            for seq, generation, handle in zip(sequences, generations, handles):
+                self._generations[seq.seq_id] = generation
+                self._handles[seq.seq_id] = handle
+            self._work.notify()
         return handles
 
     async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> AsyncIterator[GenerationOutput]:
@@ -290,73 +299,106 @@ class AsyncEngine:
 
     def abort(self, handle: RequestHandle) -> None:
         """End a sequence early; its row is freed now, or when the step in flight returns."""
-        if handle.done or handle.seq_id not in self._handles:
-            return
-        if self._in_flight and handle.seq.row is not None:
-            self._pending_aborts.add(handle.seq_id)
-            return
-        self._retire(handle, "abort")
+        with self._work:
+            if handle.done or handle.seq_id not in self._handles:
+                return
+            if self._in_flight and handle.seq.row is not None:
+                self._pending_aborts.add(handle.seq_id)
+                return
+            self._retire(handle, "abort")
+            self._work.notify()  # released rows, freed pages: the engine thread may have work
 
     def _finish(self, seq: ScheduledSequence) -> None:
-        """Free seq's scheduler row; its runner-side pages follow at the next step."""
+        """Free seq's scheduler row; its runner-side pages follow at the next step. Under the lock."""
         if seq.row is not None and seq.status is not Status.FINISHED:
             self._released_rows.append(seq.row)
         self.scheduler.finish(seq)
 
     def _retire(self, handle: RequestHandle, reason: str, error: str | None = None) -> None:
+        """End a live sequence with `reason`; on the event loop (it puts the last output)."""
+        output = self._retire_locked(handle, reason, error)
+        if output is not None:
+            handle._put(output)
+
+    def _retire_locked(self, handle: RequestHandle, reason: str,
+                       error: str | None = None) -> GenerationOutput | None:
+        """Drop a sequence from the scheduler and the books; its last output unless it already has one."""
         self._finish(handle.seq)
         self._handles.pop(handle.seq_id, None)
         self._generations.pop(handle.seq_id, None)
-        if not handle.done:
-            seq = handle.seq
-            handle._put(GenerationOutput([], "", len(seq.prompt_ids), len(seq.output_ids),
-                                         finish_reason=reason, error=error))
+        if handle.done:
+            return None
+        seq = handle.seq
+        return GenerationOutput([], "", len(seq.prompt_ids), len(seq.output_ids), finish_reason=reason, error=error)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _run(self) -> None:
+        """The engine thread: step while there is work, sleep on the condition when there is none."""
         while True:
-            if not self.scheduler.has_work:
-                if self._released_rows:  # going idle: hand the last sequences' pages back now
-                    await loop.run_in_executor(self._executor, self._release_rows)
-                    continue
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            plan = self.scheduler.schedule()
-            self._in_flight = True
+            with self._work:
+                while not (self._stopping or self.scheduler.has_work or self._released_rows):
+                    self._work.wait()
+                if self._stopping:
+                    return
+                plan = self.scheduler.schedule()
+                self._in_flight = True
+            error = None
             try:
-                results = await loop.run_in_executor(self._executor, self._execute, plan)
-            except Exception as error:  # a failed step fails its sequences, not the server
+                if plan.empty:  # only released rows to hand back (going idle)
+                    self._release_rows()
+                    results = []
+                else:
+                    results = self._execute(plan)
+            except Exception as failure:  # a failed step fails its sequences, not the server
                 logger.exception("engine step failed")
-                for seq in [chunk.seq for chunk in plan.prefills] + plan.decodes:
-                    if seq.seq_id in self._handles:
-                        self._retire(self._handles[seq.seq_id], "error", f"engine step failed: {error}")
-                results = []
-            finally:
-                self._in_flight = False
-            self.steps += 1
-            self._deliver(results)
-            for seq_id in list(self._pending_aborts):
-                if seq_id in self._handles:
-                    self._retire(self._handles[seq_id], "abort")
-            self._pending_aborts.clear()
+                results, error = [], failure
+            deliveries = self._settle(plan, results, error)
+            if deliveries:
+                try:
+                    self._loop.call_soon_threadsafe(self._deliver, deliveries, time.monotonic())
+                except RuntimeError:  # the event loop is closed: nobody is left to read outputs
+                    return
 
-    def _deliver(self, results: list[tuple[int, GenerationOutput]]) -> None:
-        now = time.monotonic()
-        for seq_id, output in results:
-            handle = self._handles.get(seq_id)
-            if handle is None or seq_id in self._pending_aborts:
-                continue
-            if self.observer is not None:
+    def _settle(self, plan: StepPlan, results: list[tuple[int, GenerationOutput]],
+                error: Exception | None) -> list[tuple[RequestHandle, GenerationOutput]]:
+        """After a step, under the lock: retire what finished, failed or was aborted meanwhile."""
+        deliveries = []
+        with self._work:
+            self._in_flight = False
+            if not plan.empty:
+                self.steps += 1
+            if error is not None:
+                for seq in [chunk.seq for chunk in plan.prefills] + plan.decodes:
+                    handle = self._handles.get(seq.seq_id)
+                    if handle is not None:
+                        output = self._retire_locked(handle, "error", f"engine step failed: {error}")
+                        deliveries += [(handle, output)] if output is not None else []
+            for seq_id, output in results:
+                handle = self._handles.get(seq_id)
+                if handle is None or seq_id in self._pending_aborts:
+                    continue
+                if output.finish_reason is not None:
+                    self._finish(handle.seq)
+                    self._handles.pop(seq_id, None)
+                    self._generations.pop(seq_id, None)
+                deliveries.append((handle, output))
+            for seq_id in self._pending_aborts:
+                handle = self._handles.get(seq_id)
+                if handle is not None:
+                    output = self._retire_locked(handle, "abort")
+                    deliveries += [(handle, output)] if output is not None else []
+            self._pending_aborts.clear()
+        return deliveries
+
+    def _deliver(self, deliveries: list[tuple[RequestHandle, GenerationOutput]], now: float) -> None:
+        """On the event loop: hand each output to its stream; timings to the observer."""
+        for handle, output in deliveries:
+            if self.observer is not None and output.token_ids:
                 first = handle.last_token_time is None
                 if first:
                     self.observer.on_prompt(output.num_prompt_tokens)
                 self.observer.on_token(now - (handle.arrival if first else handle.last_token_time), first)
-            handle.last_token_time = now
-            if output.finish_reason is not None:
-                self._finish(handle.seq)
-                self._handles.pop(seq_id, None)
-                self._generations.pop(seq_id, None)
+            if output.token_ids:
+                handle.last_token_time = now
             handle._put(output)
 
     def _execute(self, plan) -> list[tuple[int, GenerationOutput]]:
@@ -402,7 +444,8 @@ class AsyncEngine:
 
     def _release_rows(self) -> None:
         """Hand the pages and state slots of ended sequences back to a paged runner."""
-        rows, self._released_rows = self._released_rows, []
+        with self._lock:
+            rows, self._released_rows = self._released_rows, []
         release = getattr(self.runner, "release_row", None)
         if release is not None:
             for row in rows:
