@@ -18,19 +18,19 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
 from typing import Protocol
 
-import torch
-
-from qwen35.runtime.engine.detokenize import IncrementalDetokenizer, StopMatcher
+from qwen35.runtime.engine.detokenize import IncrementalDetokenizer
 from qwen35.runtime.engine.multimodal import MediaInputs, RequestMedia
+from qwen35.runtime.engine.outputs import Generation, GenerationOutput, TokenLogprob
 from qwen35.runtime.engine.runner import ModelRunner, takes_media
-from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams, TokenHistory, sample
+from qwen35.runtime.engine.sampling import SamplingParams
 from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, SchedulerConfig, StepPlan
 from qwen35.runtime.engine.scheduler import Sequence as ScheduledSequence
 from qwen35.runtime.engine.scheduler import Status
+from qwen35.runtime.engine.step_executor import StepExecutor
 
 logger = logging.getLogger("qwen35.engine")
 
@@ -65,29 +65,6 @@ class EngineConfig:
             # A verify writes the last token and k drafts before rolling back to what it keeps.
             config.reserve_extra_tokens = self.speculative_tokens + 1 if self.speculative_tokens else 0
         return config
-
-
-@dataclass
-class TokenLogprob:
-    """A generated token's raw logprob and the most likely alternatives at its position."""
-
-    token_id: int
-    logprob: float
-    top: list[tuple[int, float]] = field(default_factory=list)
-
-
-@dataclass
-class GenerationOutput:
-    """What one step adds to one sequence; the last one of a sequence has a finish_reason."""
-
-    token_ids: list[int]
-    text: str
-    num_prompt_tokens: int
-    num_generated_tokens: int  # so far, this step's included
-    logprobs: list[TokenLogprob] | None = None
-    finish_reason: str | None = None  # stop, length, abort, error
-    stop_reason: int | str | None = None  # the stop token id or string that matched
-    error: str | None = None
 
 
 class EngineObserver(Protocol):
@@ -140,40 +117,6 @@ class RequestHandle:
         self._outputs.put_nowait(output)
 
 
-class _Generation:
-    """Worker-side progress of one sequence: detokenizer, stop matching, finish decision."""
-
-    def __init__(self, seq: ScheduledSequence, params: SamplingParams, stop_ids: frozenset[int],
-                 detokenizer: IncrementalDetokenizer | None):
-        self.seq = seq
-        self.params = params
-        self.stop_ids = stop_ids
-        self.detokenizer = detokenizer
-        self.matcher = StopMatcher(params.stop)
-        self.media: RequestMedia | None = None  # images/videos of the prompt, until its prefill completes
-
-    def add(self, token_id: int, logprob: TokenLogprob | None) -> GenerationOutput:
-        """Take one sampled token; return the step's output for this sequence."""
-        seq = self.seq
-        seq.output_ids.append(token_id)
-        text, finish, stop_reason = "", None, None
-        if token_id in self.stop_ids:
-            finish, stop_reason = "stop", token_id
-        elif self.detokenizer is not None:
-            text = self.matcher.feed(self.detokenizer.feed(token_id))
-            if self.matcher.stopped:
-                finish, stop_reason = "stop", self.matcher.matched
-        if finish is None and len(seq.output_ids) >= seq.max_tokens:
-            finish = "length"
-        if finish is not None and self.detokenizer is not None and not self.matcher.stopped:
-            text += self.matcher.feed(self.detokenizer.flush())
-            text += self.matcher.flush()
-            if self.matcher.stopped:
-                finish, stop_reason = "stop", self.matcher.matched
-        return GenerationOutput([token_id], text, len(seq.prompt_ids), len(seq.output_ids),
-                                [logprob] if logprob is not None else None, finish, stop_reason)
-
-
 class AsyncEngine:
     """Continuous-batching engine over a ModelRunner; `submit` sequences, iterate their handles."""
 
@@ -192,21 +135,18 @@ class AsyncEngine:
             raise ValueError(f"speculative_tokens {drafts} needs a runner that drafts as many "
                              f"(SpeculativeRunner(model, ..., num_speculative_tokens={drafts}))")
         self.eos_token_ids = frozenset(eos_token_ids)
-        self.observer = observer
         self.scheduler = Scheduler(self.config.scheduler_config_for(runner))
-        self.history = TokenHistory(runner.num_rows, runner.vocab_size, device=runner.device)
-        self.generator = torch.Generator(runner.device).manual_seed(self.config.seed)
+        self.executor = StepExecutor(runner, self.config.seed, self.config.speculative_tokens,
+                                     self._take_released_rows)
+        self.observer = observer
         self.steps = 0
-        self.draft_tokens = 0  # speculation: drafts proposed and accepted so far
-        self.accepted_tokens = 0
         self._ids = count()
         self._handles: dict[int, RequestHandle] = {}
-        self._generations: dict[int, _Generation] = {}
+        self._generations: dict[int, Generation] = {}
         self._pending_aborts: set[int] = set()
         # Rows whose sequence ended; a runner with release_row frees their pages and state slot at
         # the start of the next step, in the worker thread, before anything reuses them.
         self._released_rows: list[int] = []
-        self._sampling_cache: list | None = None  # [seq ids, their output counts, SamplingBatch, slots]
         self._in_flight = False
         self._lock = threading.Lock()  # scheduler, _handles, _generations, aborts, released rows
         self._work = threading.Condition(self._lock)  # the engine thread sleeps on it when idle
@@ -218,6 +158,26 @@ class AsyncEngine:
     def is_running(self) -> bool:
         """Whether the engine thread is alive."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def observer(self) -> EngineObserver | None:
+        """Who receives token timings and speculation counts (settable, e.g. by the server's metrics)."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: EngineObserver | None) -> None:
+        self._observer = observer
+        self.executor.observer = observer  # speculation counts are reported from the engine thread
+
+    @property
+    def draft_tokens(self) -> int:
+        """Speculation: draft tokens proposed so far."""
+        return self.executor.draft_tokens
+
+    @property
+    def accepted_tokens(self) -> int:
+        """Speculation: draft tokens accepted so far."""
+        return self.executor.accepted_tokens
 
     @property
     def num_running(self) -> int:
@@ -276,7 +236,7 @@ class AsyncEngine:
             stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else self.eos_token_ids)
             detokenizer = (IncrementalDetokenizer(self.tokenizer.backend, skip_special_tokens)
                            if self.tokenizer is not None else None)
-            generation = _Generation(seq, p, stop_ids, detokenizer)
+            generation = Generation(seq, p, stop_ids, detokenizer)
             generation.media = shared_media
             generations.append(generation)
             handles.append(RequestHandle(self, seq))
@@ -331,6 +291,12 @@ class AsyncEngine:
         seq = handle.seq
         return GenerationOutput([], "", len(seq.prompt_ids), len(seq.output_ids), finish_reason=reason, error=error)
 
+    def _take_released_rows(self) -> list[int]:
+        """The rows whose sequences ended since the last call (the engine thread frees their pages)."""
+        with self._lock:
+            rows, self._released_rows = self._released_rows, []
+        return rows
+
     def _run(self) -> None:
         """The engine thread: step while there is work, sleep on the condition when there is none."""
         while True:
@@ -344,10 +310,10 @@ class AsyncEngine:
             error = None
             try:
                 if plan.empty:  # only released rows to hand back (going idle)
-                    self._release_rows()
+                    self.executor.release_rows()
                     results = []
                 else:
-                    results = self._execute(plan)
+                    results = self.executor.execute(plan, self._generations)
             except Exception as failure:  # a failed step fails its sequences, not the server
                 logger.exception("engine step failed")
                 results, error = [], failure
@@ -401,140 +367,3 @@ class AsyncEngine:
                 handle.last_token_time = now
             handle._put(output)
 
-    def _execute(self, plan) -> list[tuple[int, GenerationOutput]]:
-        """One step in the worker thread: prefill chunks, batched decode, sample, detokenize."""
-        if self.config.speculative_tokens and plan.decodes:
-            return self._execute(StepPlan(prefills=plan.prefills)) + self._speculate(plan.decodes)
-        with torch.inference_mode():
-            self._release_rows()
-            logits = self._prefill(plan.prefills)
-            if plan.decodes:
-                logits.append(self.runner.decode([s.row for s in plan.decodes],
-                                                 [s.last_token for s in plan.decodes]))
-            sampled = plan.sampled
-            if not sampled:
-                return []
-            generations = [self._generations[s.seq_id] for s in sampled]
-            batch, slots = self._sampling_inputs(sampled, generations)
-            result = sample(torch.cat(logits), batch, self.history, slots, self.generator)
-            self.history.append(slots, result.token_ids)
-            token_ids = result.token_ids.tolist()
-            logprobs = self._logprobs(result, generations)
-            return [(g.seq.seq_id, g.add(token_id, lp)) for g, token_id, lp in zip(generations, token_ids, logprobs)]
-
-    def _sampling_inputs(self, sampled: list[ScheduledSequence],
-                         generations: list[_Generation]) -> tuple[SamplingBatch, torch.Tensor]:
-        """The step's SamplingBatch and cache-row slots, rebuilt only when the batch changes.
-
-        In steady decoding the same sequences are sampled step after step, each one token
-        further: then the device tensors stay and only the step counters move (on the device).
-        """
-        key = tuple(s.seq_id for s in sampled)
-        steps = [len(s.output_ids) for s in sampled]
-        cached = self._sampling_cache
-        if cached is not None and cached[0] == key and all(a == b + 1 for a, b in zip(steps, cached[1])):
-            cached[2].advance()
-        else:
-            device = self.runner.device
-            batch = SamplingBatch.from_params([g.params for g in generations], steps, device)
-            slots = torch.tensor([s.row for s in sampled], dtype=torch.long, device=device)
-            cached = self._sampling_cache = [key, None, batch, slots]
-        cached[1] = steps
-        return cached[2], cached[3]
-
-    def _release_rows(self) -> None:
-        """Hand the pages and state slots of ended sequences back to a paged runner."""
-        with self._lock:
-            rows, self._released_rows = self._released_rows, []
-        release = getattr(self.runner, "release_row", None)
-        if release is not None:
-            for row in rows:
-                release(row)
-
-    def _prefill(self, chunks: list) -> list[torch.Tensor]:
-        """Run the step's prompt chunks; logits [1, V] for each chunk that completes its prompt.
-
-        A runner with prefill_batch takes every chunk in one packed forward; otherwise one
-        forward per chunk. Media chunks pass their slice of the prompt's embeddings and positions.
-        """
-        rows, token_lists, media = [], [], []
-        for chunk in chunks:
-            seq = chunk.seq
-            if chunk.start == 0:
-                self.runner.reset_row(seq.row)
-                self.history.start(seq.row, seq.prompt_ids)
-            generation = self._generations[seq.seq_id]
-            inputs = None
-            if generation.media is not None:
-                inputs = generation.media.prepare(self.runner, seq.prompt_ids).chunk(chunk.start, chunk.end)
-                if chunk.completes_prompt:
-                    generation.media = None
-            rows.append(seq.row)
-            token_lists.append(seq.prompt_ids[chunk.start:chunk.end])
-            media.append(inputs)
-        if not chunks:
-            return []
-        has_media = any(m is not None for m in media)
-        if hasattr(self.runner, "prefill_batch"):
-            extra = {"media": media} if has_media else {}
-            stacked = self.runner.prefill_batch(rows, token_lists, **extra)
-            return [stacked[i:i + 1] for i, chunk in enumerate(chunks) if chunk.completes_prompt]
-        logits = []
-        for chunk, row, tokens, inputs in zip(chunks, rows, token_lists, media):
-            extra = {"media": inputs} if inputs is not None else {}
-            row_logits = self.runner.prefill(row, tokens, **extra)
-            if chunk.completes_prompt:
-                logits.append(row_logits[None])
-        return logits
-
-    def _speculate(self, decodes: list[ScheduledSequence]) -> list[tuple[int, GenerationOutput]]:
-        """Draft, verify and accept for the decoding sequences; one output per emitted token."""
-        with torch.inference_mode():
-            generations = [self._generations[s.seq_id] for s in decodes]
-            device = self.runner.device
-            batch = SamplingBatch.from_params([g.params for g in generations], [len(s.output_ids) for s in decodes],
-                                              device)
-            slots = torch.tensor([s.row for s in decodes], dtype=torch.long, device=device)
-            step = self.runner.speculate([s.row for s in decodes], [s.last_token for s in decodes], batch,
-                                         self.history, slots, self.generator)
-            chosen = step.logprobs.tolist() if step.logprobs is not None else None
-            top_ids = step.top_ids.tolist() if step.top_ids is not None else None
-            top_values = step.top_logprobs.tolist() if step.top_logprobs is not None else None
-            results, taken_slots, taken_tokens = [], [], []
-            for i, (g, tokens) in enumerate(zip(generations, step.token_ids)):
-                wanted = g.params.logprobs
-                for j, token_id in enumerate(tokens):
-                    logprob = None
-                    if wanted is not None:
-                        logprob = TokenLogprob(token_id, chosen[i][j],
-                                               list(zip(top_ids[i][j][:wanted], top_values[i][j][:wanted])))
-                    output = g.add(token_id, logprob)
-                    results.append((g.seq.seq_id, output))
-                    taken_slots.append(g.seq.row)
-                    taken_tokens.append(token_id)
-                    if output.finish_reason is not None:
-                        break
-            self.history.append(torch.tensor(taken_slots, dtype=torch.long, device=device),
-                                torch.tensor(taken_tokens, dtype=torch.long, device=device))
-            accepted = sum(step.num_accepted)
-            self.draft_tokens += step.num_drafted
-            self.accepted_tokens += accepted
-            on_speculation = getattr(self.observer, "on_speculation", None)
-            if on_speculation is not None:
-                on_speculation(step.num_drafted, accepted)
-            return results
-
-    @staticmethod
-    def _logprobs(result, generations: list[_Generation]) -> list[TokenLogprob | None]:
-        if result.logprobs is None:
-            return [None] * len(generations)
-        chosen = result.logprobs.tolist()
-        top_ids, top_values = result.top_ids.tolist(), result.top_logprobs.tolist()
-        out: list[TokenLogprob | None] = []
-        for i, (g, token_id) in enumerate(zip(generations, result.token_ids.tolist())):
-            wanted = g.params.logprobs
-            if wanted is None:
-                out.append(None)
-            else:
-                out.append(TokenLogprob(token_id, chosen[i], list(zip(top_ids[i][:wanted], top_values[i][:wanted]))))
-        return out

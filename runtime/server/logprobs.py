@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from qwen35.runtime.engine.async_engine import TokenLogprob
+from qwen35.runtime.engine.outputs import TokenLogprob
 
 
 def _byte_level_table() -> dict[str, int]:

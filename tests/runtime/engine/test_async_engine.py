@@ -135,26 +135,26 @@ def test_seeded_sampling_matches_offline_generation_step_for_step(demo_llm):
 
 
 def test_sampling_tensors_are_reused_only_while_the_batch_steps_in_lockstep():
-    from qwen35.runtime.engine.async_engine import _Generation
+    from qwen35.runtime.engine.outputs import Generation
     from qwen35.runtime.engine.scheduler import Sequence
 
     engine = AsyncEngine(CountingRunner(num_rows=3), None, EngineConfig(max_running_requests=3, max_model_len=64))
     params = SamplingParams(temperature=1.0, seed=5)
     seqs = [Sequence(i, [1, 2], 50, row=i) for i in range(3)]
-    gens = [_Generation(s, params, frozenset(), None) for s in seqs]
-    first, _ = engine._sampling_inputs(seqs[:2], gens[:2])
+    gens = [Generation(s, params, frozenset(), None) for s in seqs]
+    first, _ = engine.executor._sampling_inputs(seqs[:2], gens[:2])
     assert first.steps.tolist() == [0, 0]
     for s in seqs[:2]:
         s.output_ids.append(7)
-    again, _ = engine._sampling_inputs(seqs[:2], gens[:2])
+    again, _ = engine.executor._sampling_inputs(seqs[:2], gens[:2])
     assert again is first and again.steps.tolist() == [1, 1]
     seqs[0].output_ids += [7, 7]  # a speculative step: one row moved by more than one token
     seqs[1].output_ids.append(7)
-    jumped, _ = engine._sampling_inputs(seqs[:2], gens[:2])
+    jumped, _ = engine.executor._sampling_inputs(seqs[:2], gens[:2])
     assert jumped is not first and jumped.steps.tolist() == [3, 2]
     seqs[0].output_ids.append(7)
     seqs[1].output_ids.append(7)
-    changed, slots = engine._sampling_inputs([seqs[0], seqs[2]], [gens[0], gens[2]])
+    changed, slots = engine.executor._sampling_inputs([seqs[0], seqs[2]], [gens[0], gens[2]])
     assert changed is not jumped and changed.steps.tolist() == [4, 0] and slots.tolist() == [0, 2]
 
 
