@@ -180,6 +180,12 @@ class AsyncEngine:
         return self.executor.accepted_tokens
 
     @property
+    def kv_cache_usage(self) -> float:
+        """Share of the paged KV pool's pages holding tokens (0 for runners without a page pool)."""
+        blocks = getattr(self.runner, "blocks", None)
+        return 1 - blocks.num_free_pages / blocks.num_pages if blocks is not None else 0.0
+
+    @property
     def num_running(self) -> int:
         """Sequences holding a cache row."""
         return self.scheduler.num_running
@@ -222,7 +228,7 @@ class AsyncEngine:
         `media`: the prompt's preprocessed images and videos (prompt ids already expanded to one
         pad per embedding), embedded once and shared by the choices.
         """
-        if self._thread is None:
+        if not self.is_running:
             raise RuntimeError("the engine is not running: await engine.start() first")
         if media is not None and not takes_media(self.runner):
             raise ValueError("this engine's model runner takes text only: send no images or videos")
@@ -298,7 +304,22 @@ class AsyncEngine:
         return rows
 
     def _run(self) -> None:
-        """The engine thread: step while there is work, sleep on the condition when there is none."""
+        """The engine thread; if it ever dies, every open stream ends with an error instead of hanging."""
+        try:
+            self._step_until_stopped()
+        except BaseException as failure:
+            logger.exception("the engine thread stopped")
+            with self._work:
+                self._stopping = True
+                ended = [(handle, output) for handle in list(self._handles.values())
+                         if (output := self._retire_locked(handle, "error", f"the engine stopped: {failure}"))]
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, ended, time.monotonic())
+            except RuntimeError:
+                pass  # the loop is closed: nobody is left to read the streams
+
+    def _step_until_stopped(self) -> None:
+        """Step while there is work, sleep on the condition when there is none."""
         while True:
             with self._work:
                 while not (self._stopping or self.scheduler.has_work or self._released_rows):
@@ -358,6 +379,8 @@ class AsyncEngine:
     def _deliver(self, deliveries: list[tuple[RequestHandle, GenerationOutput]], now: float) -> None:
         """On the event loop: hand each output to its stream; timings to the observer."""
         for handle, output in deliveries:
+            if handle.done:  # an abort already ended the stream (it came in before this step's outputs)
+                continue
             if self.observer is not None and output.token_ids:
                 first = handle.last_token_time is None
                 if first:

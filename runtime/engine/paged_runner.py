@@ -251,9 +251,14 @@ def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, pa
     device = model.output_weight.device
     dtype = model.output_weight.dtype
     capacity = max_len + (speculative_tokens + 1 if speculative_tokens else 0)
-    # The MTP head's per-row KV cache (DraftCache) lives outside the pools.
-    draft_bytes = (max_running * capacity * 2 * text.mtp_num_hidden_layers * text.num_key_value_heads
-                   * text.head_dim * dtype.itemsize) if speculative_tokens else 0
+    # Outside the pools with speculation: the MTP head's per-row KV cache (DraftCache), and the
+    # verify's peak above the warm-up's (logits [rows, k + 1, V] with the fp32 copies the
+    # acceptance and logprobs make, about three of them), which the warm-up does not run.
+    draft_bytes = 0
+    if speculative_tokens:
+        draft_bytes = max_running * capacity * 2 * text.mtp_num_hidden_layers * text.num_key_value_heads \
+            * text.head_dim * dtype.itemsize
+        draft_bytes += 3 * max_running * (speculative_tokens + 1) * text.vocab_size * 4
     measured = None
     if budget_bytes is None:
         def warm_up() -> None:
@@ -280,5 +285,5 @@ def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, pa
     planner = planner_budget(measured.total_bytes, weights) if measured is not None else None
     report = sizing_report(plan, runner.state.nbytes, runner.kv.nbytes, measured, planner)
     if speculative_tokens:
-        report["draft_cache_bytes"] = draft_bytes
+        report["speculation_bytes"] = draft_bytes
     return runner, report

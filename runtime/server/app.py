@@ -61,7 +61,8 @@ def create_app(engine: AsyncEngine, tokenizer: Any, settings: ServerSettings) ->
     if settings.max_model_len > engine.config.max_model_len:
         raise ValueError(f"settings.max_model_len {settings.max_model_len} exceeds the engine's "
                          f"{engine.config.max_model_len}")
-    metrics = ServerMetrics(running=lambda: engine.num_running, waiting=lambda: engine.num_waiting)
+    metrics = ServerMetrics(running=lambda: engine.num_running, waiting=lambda: engine.num_waiting,
+                            kv_cache_usage=lambda: engine.kv_cache_usage)
     engine.observer = metrics
     state = ServerState(engine, tokenizer, settings, metrics)
     created = int(time.time())

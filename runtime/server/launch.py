@@ -156,7 +156,7 @@ def build_app(options: ServeOptions, progress: bool = True):
               if takes_media(runner) else None)
     settings = ServerSettings(served_model_names=names, max_model_len=context, model_root=str(root),
                               api_key=options.api_key, request_timeout=options.request_timeout,
-                              max_n=min(16, options.max_running_requests + options.max_queue),
+                              max_n=min(16, running + options.max_queue),
                               text_only=vision is None, vision=vision,
                               sampling_defaults=sampling_defaults_from(_generation_config(root)))
     summary = {"model": names[0], "root": str(root), "device": device, "dtype": dtype, "max_model_len": context,
@@ -172,7 +172,7 @@ def build_runner(model, options: ServeOptions, device: str, context: int, prefil
     with MTP speculation when --speculative-tokens asks for it. Its pools are sized like the
     planner's bundled plan: on a GPU from free memory measured after a warm-up of one packed
     prefill (2 x the chunk: the scheduler's per-step budget) and a decode; on the CPU exactly
-    rows x context, as the eager runner holds.
+    rows x context in whole pages, as the eager runner holds.
     """
     from qwen35.runtime.engine.memory_sizing import budget_for
     from qwen35.runtime.engine.paged_runner import build_paged_runner
@@ -187,7 +187,8 @@ def build_runner(model, options: ServeOptions, device: str, context: int, prefil
     text = model.config.text
     dtype = model.output_weight.dtype
     capacity = context + (drafts + 1 if drafts else 0)  # a verify writes k + 1 tokens past what it keeps
-    budget = budget_for(text, rows, rows * capacity, capacity, dtype) if device == "cpu" else None
+    per_row = -(-capacity // PAGE_SIZE) * PAGE_SIZE  # whole pages: the pool is counted in pages
+    budget = budget_for(text, rows, rows * per_row, per_row, dtype) if device == "cpu" else None
     try:
         runner, report = build_paged_runner(model, context, rows, page_size=PAGE_SIZE, budget_bytes=budget,
                                             prefill_chunk=2 * prefill_tokens, speculative_tokens=drafts)

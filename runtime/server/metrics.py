@@ -110,7 +110,8 @@ class Histogram:
 class ServerMetrics:
     """Every metric the server exports; also the engine's observer for token timings."""
 
-    def __init__(self, running: Callable[[], float] = lambda: 0, waiting: Callable[[], float] = lambda: 0):
+    def __init__(self, running: Callable[[], float] = lambda: 0, waiting: Callable[[], float] = lambda: 0,
+                 kv_cache_usage: Callable[[], float] = lambda: 0.0):
         self.requests = Counter("qwen35_requests", "HTTP requests by endpoint and status code.",
                                 ("endpoint", "status"))
         self.prompt_tokens = Counter("qwen35_prompt_tokens", "Prompt tokens prefilled.")
@@ -122,6 +123,8 @@ class ServerMetrics:
                                              "Seconds between consecutive tokens of a sequence.", ITL_BUCKETS)
         self.running = Gauge("qwen35_running_requests", "Sequences holding a cache row.", running)
         self.waiting = Gauge("qwen35_waiting_requests", "Sequences waiting for a cache row.", waiting)
+        self.kv_cache_usage = Gauge("qwen35_kv_cache_usage_ratio",
+                                    "Share of the KV page pool holding tokens (0 with the eager runner).", kv_cache_usage)
         self.draft_tokens = Counter("qwen35_spec_decode_draft_tokens", "Draft tokens the MTP head proposed.")
         self.accepted_tokens = Counter("qwen35_spec_decode_accepted_tokens", "Draft tokens verification accepted.")
         self.acceptance_rate = Gauge("qwen35_spec_decode_acceptance_rate",
@@ -153,6 +156,7 @@ class ServerMetrics:
         lines: list[str] = []
         for metric in (self.requests, self.prompt_tokens, self.generation_tokens, self.aborted,
                        self.time_to_first_token, self.inter_token_latency, self.running, self.waiting,
+                       self.kv_cache_usage,
                        self.draft_tokens, self.accepted_tokens, self.acceptance_rate):
             exposed = f"{metric.name}_total" if metric.kind == "counter" else metric.name
             lines.append(f"# HELP {exposed} {metric.help}")

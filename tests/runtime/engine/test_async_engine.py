@@ -158,6 +158,51 @@ def test_sampling_tensors_are_reused_only_while_the_batch_steps_in_lockstep():
     assert changed is not jumped and changed.steps.tolist() == [4, 0] and slots.tolist() == [0, 2]
 
 
+def test_outputs_of_a_step_are_dropped_once_an_abort_ended_the_stream():
+    from qwen35.runtime.engine.outputs import GenerationOutput
+    from qwen35.runtime.engine.scheduler import Sequence
+
+    engine = AsyncEngine(CountingRunner(num_rows=1), None, EngineConfig(max_running_requests=1, max_model_len=64))
+
+    async def main():
+        from qwen35.runtime.engine.async_engine import RequestHandle
+
+        handle = RequestHandle(engine, Sequence(0, [1, 2], 8, row=0))
+        handle._put(GenerationOutput([], "", 2, 0, finish_reason="abort"))  # the abort got in first
+        engine._deliver([(handle, GenerationOutput([4], "", 2, 1))], time.monotonic())
+        return [output async for output in handle]
+
+    outputs = asyncio.run(main())
+    assert [o.finish_reason for o in outputs] == ["abort"]
+
+
+def test_a_dying_engine_thread_ends_every_stream_and_refuses_new_work():
+    runner = CountingRunner(num_rows=2)
+
+    async def main():
+        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=2, max_model_len=64))
+        await engine.start()
+        runner.gate.clear()  # hold the first decode so the sequence is live when the thread dies
+        (handle,) = engine.submit([1, 2, 3], [SamplingParams(temperature=0, max_tokens=20)])
+        first = await handle.__anext__()
+
+        def broken_schedule():
+            raise RuntimeError("scheduler bug")
+
+        engine.scheduler.schedule = broken_schedule
+        runner.gate.set()
+        rest = [output async for output in handle]
+        await _until(lambda: not engine.is_running)
+        with pytest.raises(RuntimeError, match="not running"):
+            engine.submit([1], [SamplingParams(max_tokens=1)])
+        await engine.stop()
+        return first, rest
+
+    first, rest = asyncio.run(main())
+    assert first.token_ids == [4]
+    assert rest[-1].finish_reason == "error" and "scheduler bug" in rest[-1].error
+
+
 def test_abort_frees_the_row_for_the_next_sequence():
     runner = CountingRunner(num_rows=1)
 

@@ -125,9 +125,11 @@ def test_an_abort_hands_its_pages_back(model):
             (handle,) = engine.submit(list(range(1, 50)), [SamplingParams(max_tokens=100, ignore_eos=True)])
             await handle.__anext__()
             assert runner.blocks.num_free_pages < runner.blocks.num_pages
+            held = runner.blocks.num_pages - runner.blocks.num_free_pages
+            assert engine.kv_cache_usage == pytest.approx(held / runner.blocks.num_pages) and held >= 4
             handle.abort()
             await _until(lambda: runner.blocks.num_free_pages == runner.blocks.num_pages)
-            assert runner.slots.num_free == 2 and runner.released
+            assert runner.slots.num_free == 2 and runner.released and engine.kv_cache_usage == 0
         finally:
             await engine.stop()
 
@@ -137,7 +139,8 @@ def test_an_abort_hands_its_pages_back(model):
 def _options(demo_path, **overrides):
     from qwen35.runtime.server.launch import ServeOptions
 
-    return ServeOptions(model=str(demo_path), device="cpu", max_model_len=64, max_running_requests=2, **overrides)
+    return ServeOptions(**{"model": str(demo_path), "device": "cpu", "max_model_len": 64, "max_running_requests": 2,
+                           **overrides})
 
 
 def test_serve_picks_the_paged_runner_with_pools_sized_like_the_eager_cache(demo_path):
@@ -150,10 +153,22 @@ def test_serve_picks_the_paged_runner_with_pools_sized_like_the_eager_cache(demo
     _, summary = build_app(_options(demo_path, runner="eager"), progress=False)
     assert summary["runner"] == "eager" and summary["pools"] is None
     _, summary = build_app(_options(demo_path, speculative_tokens=2), progress=False)
-    assert summary["runner"] == "paged" and summary["pools"]["draft_cache_bytes"] > 0
-    assert summary["pools"]["kv_tokens"] == 2 * (64 + 3), "rows hold the context plus a verify's k + 1 tokens"
+    assert summary["runner"] == "paged" and summary["pools"]["speculation_bytes"] > 0
+    assert summary["pools"]["kv_tokens"] == 2 * 80, "rows hold the context plus a verify's k + 1, in whole pages"
     _, summary = build_app(_options(demo_path, speculative_tokens=2, runner="eager"), progress=False)
     assert summary["runner"] == "eager"
+
+
+@pytest.mark.parametrize("rows, context, drafts", [(1, 1000, 0), (1, 512, 3), (2, 512, 3)])
+def test_cpu_pools_hold_every_row_in_whole_pages_whatever_the_context(demo_path, rows, context, drafts):
+    """Contexts that are not whole pages (or become uneven with a verify's k + 1) still fit rows x context."""
+    from qwen35.runtime.server.launch import build_app
+
+    app, summary = build_app(_options(demo_path, max_running_requests=rows, max_model_len=context,
+                                      speculative_tokens=drafts), progress=False)
+    engine = app.state.qwen35.engine
+    assert summary["pools"]["state_slots"] == rows and summary["max_running_requests"] == rows
+    assert engine.scheduler.config.kv_pages is None, "every row holds a full context: no page admission"
 
 
 def test_serve_rejects_unknown_runners(demo_path):

@@ -8,7 +8,7 @@ SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\
 
 
 def test_exposition_lines_are_well_formed():
-    metrics = ServerMetrics(running=lambda: 3, waiting=lambda: 1)
+    metrics = ServerMetrics(running=lambda: 3, waiting=lambda: 1, kv_cache_usage=lambda: 0.25)
     metrics.requests.inc("/v1/chat/completions", "200")
     metrics.requests.inc("/v1/chat/completions", "200")
     metrics.requests.inc("other", "404")
@@ -23,6 +23,7 @@ def test_exposition_lines_are_well_formed():
     assert "# TYPE qwen35_requests_total counter" in text
     assert "qwen35_prompt_tokens_total 12" in text and "qwen35_generation_tokens_total 2" in text
     assert "qwen35_running_requests 3" in text and "qwen35_waiting_requests 1" in text
+    assert "qwen35_kv_cache_usage_ratio 0.25" in text and "# TYPE qwen35_kv_cache_usage_ratio gauge" in text
     assert "# TYPE qwen35_time_to_first_token_seconds histogram" in text
     assert "qwen35_time_to_first_token_seconds_count 1" in text
     assert "qwen35_inter_token_latency_seconds_sum 0.02" in text
