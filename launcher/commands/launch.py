@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from qwen35.launcher.commands import plan_options as opts
 from qwen35.launcher.commands.plan import REQUEST_OPTIONS, option_given, resolve_request
 from qwen35.planner.errors import InputError
 
@@ -45,23 +46,23 @@ def launch_command(
     log_file: Optional[str] = typer.Option(None, "--log-file", help="Engine log file (default ~/.cache/qwen35/logs/MODEL-nodeRANK-TIME.log)."),
     ready_timeout: float = typer.Option(1800.0, "--ready-timeout", help="Seconds to wait for /health and /v1/models."),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the plan's commands and preflight results as JSON."),
-    # The planning flags, as `qwen35 plan` takes them (tests/launcher/test_launch.py keeps the two in step).
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name, hub id or local checkpoint directory."),
-    gpu: str = typer.Option("auto", "--gpu", help="GPU target NAME[:COUNT], 'cpu' for the bundled runtime, or 'auto' to detect."),
-    fallback_gpu: Optional[str] = typer.Option(None, "--fallback-gpu", help="Target to use when --gpu auto finds no GPU."),
-    nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes available."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp8 or nvfp4."),
-    engine: str = typer.Option("sglang", "--engine", help="sglang, vllm or bundled."),
-    engine_version: Optional[str] = typer.Option(None, "--engine-version", help="Engine release to render for when it is not installed."),
-    context_length: Optional[int] = typer.Option(None, "--context-length", help="Context length."),
-    strategy: str = typer.Option("throughput", "--strategy", help="throughput or latency."),
-    max_running_requests: Optional[int] = typer.Option(None, "--max-running-requests", help="Concurrent requests the plan must hold."),
-    mamba_strategy: Optional[str] = typer.Option(None, "--mamba-strategy", help="no_buffer or extra_buffer (SGLang)."),
-    mamba_ssm_dtype: str = typer.Option("fp32", "--mamba-ssm-dtype", help="Recurrent-state dtype: fp32 or bf16."),
-    host: str = typer.Option("0.0.0.0", "--host"),
-    port: int = typer.Option(30000, "--port"),
-    served_model_name: Optional[str] = typer.Option(None, "--served-model-name"),
-    dist_init_addr: Optional[str] = typer.Option(None, "--dist-init-addr", help="HOST:PORT of node 0 for multi-node plans."),
+    # The planning flags, declared once in plan_options (`qwen35 plan` takes the same).
+    model: opts.Model = None,
+    gpu: opts.Gpu = "auto",
+    fallback_gpu: opts.FallbackGpu = None,
+    nodes: opts.Nodes = None,
+    precision: opts.Precision = None,
+    engine: opts.Engine = "sglang",
+    engine_version: opts.EngineVersion = None,
+    context_length: opts.ContextLength = None,
+    strategy: opts.Strategy = "throughput",
+    max_running_requests: opts.MaxRunningRequests = None,
+    mamba_strategy: opts.MambaStrategy = None,
+    mamba_ssm_dtype: opts.MambaSsmDtype = "fp32",
+    host: opts.Host = "0.0.0.0",
+    port: opts.Port = 30000,
+    served_model_name: opts.ServedModelName = None,
+    dist_init_addr: opts.DistInitAddr = None,
 ) -> None:
     """Plan, check this machine, start the engine and wait until it serves."""
     from rich.console import Console

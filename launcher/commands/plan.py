@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from qwen35.launcher.commands import plan_options as opts
 from qwen35.planner.errors import InputError
 
 EXAMPLES = """
@@ -105,22 +106,22 @@ def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
 
 def plan_command(
     ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name (Qwen3.5-9B), hub id (Qwen/Qwen3.5-9B-FP8) or a local checkpoint directory."),
-    gpu: str = typer.Option("auto", "--gpu", help="GPU target NAME[:COUNT] (e.g. H200:8), 'cpu' for the bundled runtime, or 'auto' to detect."),
-    fallback_gpu: Optional[str] = typer.Option(None, "--fallback-gpu", help="Target to use when --gpu auto finds no GPU."),
-    nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes available (default: as many as needed, up to 4)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp8 or nvfp4 (default: the checkpoint's own)."),
-    engine: str = typer.Option("sglang", "--engine", help="sglang, vllm or bundled."),
-    engine_version: Optional[str] = typer.Option(None, "--engine-version", help="Engine release to render for when it is not installed."),
-    context_length: Optional[int] = typer.Option(None, "--context-length", help="Context length (default 262144, reduced to fit, not below 131072)."),
-    strategy: str = typer.Option("throughput", "--strategy", help="throughput, or latency (MTP speculative decoding)."),
-    max_running_requests: Optional[int] = typer.Option(None, "--max-running-requests", help="Concurrent requests the plan must hold."),
-    mamba_strategy: Optional[str] = typer.Option(None, "--mamba-strategy", help="no_buffer or extra_buffer (SGLang)."),
-    mamba_ssm_dtype: str = typer.Option("fp32", "--mamba-ssm-dtype", help="Recurrent-state dtype: fp32 (default) or bf16."),
-    host: str = typer.Option("0.0.0.0", "--host"),
-    port: int = typer.Option(30000, "--port"),
-    served_model_name: Optional[str] = typer.Option(None, "--served-model-name"),
-    dist_init_addr: Optional[str] = typer.Option(None, "--dist-init-addr", help="HOST:PORT of node 0 for multi-node plans."),
+    model: opts.Model = None,
+    gpu: opts.Gpu = "auto",
+    fallback_gpu: opts.FallbackGpu = None,
+    nodes: opts.Nodes = None,
+    precision: opts.Precision = None,
+    engine: opts.Engine = "sglang",
+    engine_version: opts.EngineVersion = None,
+    context_length: opts.ContextLength = None,
+    strategy: opts.Strategy = "throughput",
+    max_running_requests: opts.MaxRunningRequests = None,
+    mamba_strategy: opts.MambaStrategy = None,
+    mamba_ssm_dtype: opts.MambaSsmDtype = "fp32",
+    host: opts.Host = "0.0.0.0",
+    port: opts.Port = 30000,
+    served_model_name: opts.ServedModelName = None,
+    dist_init_addr: opts.DistInitAddr = None,
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile YAML, shipped profile name, or a plan printed by --yaml/--json; flags given too override it."),
     emit: Optional[str] = typer.Option(None, "--emit", help="k8s: print Kubernetes manifests (LeaderWorkerSet + Service) instead of the plan."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="With --emit k8s: write the manifests into this directory."),

@@ -1,0 +1,41 @@
+"""The planning flags `qwen35 plan` and `qwen35 launch` share, declared once.
+
+Each is a typing.Annotated alias that carries its typer.Option; a command lists the ones it
+takes with their defaults (`model: Model = None`). The defaults stay in the signatures, as
+typer requires for Annotated options.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+Model = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Registry name (Qwen3.5-9B), hub id (Qwen/Qwen3.5-9B-FP8) or a local checkpoint directory.")]
+Gpu = Annotated[str, typer.Option(
+    "--gpu", help="GPU target NAME[:COUNT] (e.g. H200:8), 'cpu' for the bundled runtime, or 'auto' to detect.")]
+FallbackGpu = Annotated[Optional[str], typer.Option(
+    "--fallback-gpu", help="Target to use when --gpu auto finds no GPU.")]
+Nodes = Annotated[Optional[int], typer.Option(
+    "--nodes", help="Nodes available (default: as many as needed, up to 4).")]
+Precision = Annotated[Optional[str], typer.Option(
+    "--precision", help="bf16, fp8 or nvfp4 (default: the checkpoint's own).")]
+Engine = Annotated[str, typer.Option("--engine", help="sglang, vllm or bundled.")]
+EngineVersion = Annotated[Optional[str], typer.Option(
+    "--engine-version", help="Engine release to render for when it is not installed.")]
+ContextLength = Annotated[Optional[int], typer.Option(
+    "--context-length", help="Context length (default 262144, reduced to fit, not below 131072).")]
+Strategy = Annotated[str, typer.Option(
+    "--strategy", help="throughput, or latency (MTP speculative decoding).")]
+MaxRunningRequests = Annotated[Optional[int], typer.Option(
+    "--max-running-requests", help="Concurrent requests the plan must hold.")]
+MambaStrategy = Annotated[Optional[str], typer.Option(
+    "--mamba-strategy", help="no_buffer or extra_buffer (SGLang).")]
+MambaSsmDtype = Annotated[str, typer.Option(
+    "--mamba-ssm-dtype", help="Recurrent-state dtype: fp32 (default) or bf16.")]
+Host = Annotated[str, typer.Option("--host", help="Address the engine listens on.")]
+Port = Annotated[int, typer.Option("--port", help="Port the engine listens on.")]
+ServedModelName = Annotated[Optional[str], typer.Option(
+    "--served-model-name", help="Name clients use in `model` (default: the model's).")]
+DistInitAddr = Annotated[Optional[str], typer.Option(
+    "--dist-init-addr", help="HOST:PORT of node 0 for multi-node plans.")]
