@@ -16,6 +16,7 @@ from qwen35.runtime.kernels.causal_conv1d import reference as conv_ref
 from qwen35.runtime.kernels.gated_delta_rule import reference as gdr_ref
 from qwen35.runtime.kernels.gated_rmsnorm import reference as gated_norm_ref
 from qwen35.runtime.kernels.paged_attention import reference as paged_ref
+from qwen35.runtime.kernels.paged_prefill_attention import reference as paged_prefill_ref
 from qwen35.runtime.kernels.rmsnorm import reference as norm_ref
 
 
@@ -28,6 +29,8 @@ class Kernels:
     conv_decode: Callable  # (x [B, D], weight, conv_pool, slots) -> [B, D]
     gdr_prefill: Callable  # (q, k, v, a, b, A_log, dt_bias, cu_seqlens, state_pool, slots) -> [T, Hv, Dv]
     gdr_decode: Callable  # (q, k, v, a, b, A_log, dt_bias, state_pool, slots) -> [B, Hv, Dv]
+    # (q [T, Hq, D], k_pages, v_pages, block_tables, cu_seqlens, cached_lens) -> [T, Hq, D]
+    prefill_attention: Callable
     decode_attention: Callable  # (q [B, Hq, D], k_pages, v_pages, block_tables, seq_lens) -> [B, Hq, D]
     rmsnorm: Callable  # (x, weight, eps) -> x's shape
     add_rmsnorm: Callable  # (x, residual, weight, eps) -> (normed, x + residual)
@@ -82,8 +85,8 @@ def _torch_gdr_decode(q, k, v, a, b, A_log, dt_bias, state_pool, slots):
 def torch_kernels() -> Kernels:
     """The plain torch references behind the Triton kernels' signatures (CPU, or a check on GPU)."""
     return Kernels("torch", _torch_conv_prefill, _torch_conv_decode, _torch_gdr_prefill, _torch_gdr_decode,
-                   paged_ref.paged_decode_attention, norm_ref.rmsnorm, norm_ref.add_rmsnorm,
-                   gated_norm_ref.gated_rmsnorm)
+                   paged_prefill_ref.paged_prefill_attention, paged_ref.paged_decode_attention, norm_ref.rmsnorm,
+                   norm_ref.add_rmsnorm, gated_norm_ref.gated_rmsnorm)
 
 
 def triton_kernels() -> Kernels:
@@ -93,12 +96,13 @@ def triton_kernels() -> Kernels:
     from qwen35.runtime.kernels.gated_delta_rule.triton_prefill import chunk_gated_delta_rule_varlen
     from qwen35.runtime.kernels.gated_rmsnorm import triton as gated_norm_triton
     from qwen35.runtime.kernels.paged_attention import triton as paged_triton
+    from qwen35.runtime.kernels.paged_prefill_attention import triton as paged_prefill_triton
     from qwen35.runtime.kernels.rmsnorm import triton as norm_triton
 
     return Kernels("triton", conv_triton.causal_conv1d_varlen, conv_triton.causal_conv1d_update,
                    chunk_gated_delta_rule_varlen, fused_recurrent_gated_delta_rule_update,
-                   paged_triton.paged_decode_attention, norm_triton.rmsnorm, norm_triton.add_rmsnorm,
-                   gated_norm_triton.gated_rmsnorm)
+                   paged_prefill_triton.paged_prefill_attention, paged_triton.paged_decode_attention,
+                   norm_triton.rmsnorm, norm_triton.add_rmsnorm, gated_norm_triton.gated_rmsnorm)
 
 
 def select_kernels(device: torch.device, choice: str = "auto") -> Kernels:

@@ -15,8 +15,6 @@ import torch
 from qwen35.runtime.engine.kv_pool import KVPool
 from qwen35.runtime.engine.paged_kernels import Kernels
 from qwen35.runtime.engine.state_pool import StatePool
-from qwen35.runtime.kernels.attention import attention
-from qwen35.runtime.kernels.paged_attention import gather_pages
 from qwen35.runtime.model.attention import GatedAttention
 from qwen35.runtime.model.linear_attention import GatedDeltaNet
 from qwen35.runtime.model.qwen35_model import Qwen35Model
@@ -25,7 +23,7 @@ from qwen35.runtime.model.rotary import apply_rotary
 
 @dataclass
 class PrefillBatch:
-    """Prompt chunks of several sequences, packed. Host lists drive the per-sequence attention."""
+    """Prompt chunks of several sequences, packed; `bounds` keeps the host copy of the offsets."""
 
     token_ids: torch.Tensor  # [T] int64
     positions: torch.Tensor  # [T] int64 rotary positions, or [3, T] (M-RoPE) when a sequence brings media
@@ -34,6 +32,7 @@ class PrefillBatch:
     kv_slots: torch.Tensor  # [T] int64, flat KV-cache slot of every new token
     block_tables: torch.Tensor  # [n, max_pages] int32
     last_index: torch.Tensor  # [n] int64, each sequence's last token in the pack
+    cached_lens: torch.Tensor  # [n] int32, tokens each sequence had cached before this chunk
     bounds: list[tuple[int, int, int]]  # per sequence: (pack start, pack end, tokens cached before)
     embed_index: torch.Tensor | None = None  # [M] int64, pack offsets of the image and video pad tokens
     embeds: torch.Tensor | None = None  # [M, H], the vision embeddings that replace theirs
@@ -138,30 +137,11 @@ class PagedTextModel:
         key_slots, value_slots = self.kv.flat(attn.layer_idx)
         key_slots.index_copy_(0, batch.kv_slots, key.to(key_slots.dtype))
         value_slots.index_copy_(0, batch.kv_slots, value.to(value_slots.dtype))
+        key_pages, value_pages = self.kv.key[attn.layer_idx], self.kv.value[attn.layer_idx]
         if decode:
-            out = self.kernels.decode_attention(query, self.kv.key[attn.layer_idx], self.kv.value[attn.layer_idx],
-                                                batch.block_tables, batch.seq_lens)
-        else:
-            out = self._prefill_attention(attn.layer_idx, query, key, value, batch)
+            out = self.kernels.decode_attention(query, key_pages, value_pages, batch.block_tables, batch.seq_lens)
+        else:  # causal over each chunk's cached tokens and itself, all read from the pages
+            out = self.kernels.prefill_attention(query, key_pages, value_pages, batch.block_tables, batch.cu_seqlens,
+                                                 batch.cached_lens)
         out = out.reshape(tokens, heads * dim) * torch.sigmoid(gate.reshape(tokens, heads * dim))
         return attn.o_proj(out)
-
-    def _prefill_attention(self, layer: int, query, key, value, batch: PrefillBatch) -> torch.Tensor:
-        """Causal attention of each sequence's chunk over its cached tokens and itself."""
-        out = torch.empty_like(query)
-        for i, (start, end, cached) in enumerate(batch.bounds):
-            q = query[None, start:end]
-            if cached == 0:  # a first chunk sees only itself: the plain causal (flash) path
-                out[start:end] = attention(q, key[None, start:end], value[None, start:end])[0]
-                continue
-            total = cached + end - start
-            table = batch.block_tables[i:i + 1]
-            keys = gather_pages(self.kv.key[layer], table, total)
-            values = gather_pages(self.kv.value[layer], table, total)
-            # With a mask, SDPA's fused (memory-efficient) kernel needs as many KV heads as query heads;
-            # grouped heads would drop it to the math path, which materialises the score matrix.
-            group = query.shape[1] // keys.shape[2]
-            keys, values = keys.repeat_interleave(group, dim=2), values.repeat_interleave(group, dim=2)
-            seq_lens = torch.full((1,), total, dtype=torch.long, device=query.device)
-            out[start:end] = attention(q, keys, values, seq_lens=seq_lens)[0]
-        return out

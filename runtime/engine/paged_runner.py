@@ -154,6 +154,7 @@ class PagedModelRunner:
             kv_slots=torch.tensor(kv_slots, dtype=torch.long, device=device),
             block_tables=self.block_tables.index_select(0, rows_t),
             last_index=torch.tensor(cu[1:], dtype=torch.long, device=device) - 1,
+            cached_lens=torch.tensor([cached for _, _, cached in bounds], dtype=torch.int32, device=device),
             bounds=bounds,
             embed_index=embed_index,
             embeds=embeds,
