@@ -281,6 +281,50 @@ def _paged_bytes(x):
     return int(x["seq_lens"].sum()) * kv_row + 2 * _nbytes(x["q"])
 
 
+def _paged_prefill_inputs(shape: ModelShape, chunks: list[tuple[int, int]], page_size: int):
+    """A packed prefill: per sequence (new tokens, tokens cached before), every K/V already in its pages."""
+    def make(device, dtype):
+        gen = torch.Generator(device="cpu").manual_seed(4)
+        totals = [new + cached for new, cached in chunks]
+        pages = [-(-total // page_size) for total in totals]
+        num_pages = sum(pages) + 3
+        cache = (num_pages, page_size, shape.kv_heads, shape.head_dim)
+        order = torch.randperm(num_pages, generator=gen)
+        tables = torch.full((len(chunks), max(pages)), num_pages - 1, dtype=torch.int32)
+        start = 0
+        for i, count in enumerate(pages):
+            tables[i, :count] = order[start:start + count].to(torch.int32)
+            start += count
+        news = [new for new, _ in chunks]
+        return dict(
+            q=torch.randn(sum(news), shape.q_heads, shape.head_dim, generator=gen).to(device, dtype),
+            k_pages=torch.randn(cache, generator=gen).to(device, dtype),
+            v_pages=torch.randn(cache, generator=gen).to(device, dtype),
+            block_tables=tables.to(device),
+            cu_seqlens=torch.tensor([0] + list(torch.tensor(news).cumsum(0)), dtype=torch.int32).to(device),
+            cached_lens=torch.tensor([cached for _, cached in chunks], dtype=torch.int32).to(device),
+        )
+    return make
+
+
+def _paged_prefill_fast(x):
+    from qwen35.runtime.kernels.paged_prefill_attention.triton import paged_prefill_attention
+    return (paged_prefill_attention(x["q"], x["k_pages"], x["v_pages"], x["block_tables"], x["cu_seqlens"],
+                                    x["cached_lens"], out=x.get("out")),)
+
+
+def _paged_prefill_ref(x):
+    from qwen35.runtime.kernels.paged_prefill_attention.reference import paged_prefill_attention
+    return (paged_prefill_attention(x["q"], x["k_pages"], x["v_pages"], x["block_tables"], x["cu_seqlens"],
+                                    x["cached_lens"]),)
+
+
+def _paged_prefill_bytes(x):
+    kv_row = x["k_pages"].shape[2] * x["k_pages"].shape[3] * x["k_pages"].element_size() * 2
+    news = x["cu_seqlens"].diff()
+    return int((news + x["cached_lens"]).sum()) * kv_row + 2 * _nbytes(x["q"])
+
+
 def _gated_rmsnorm_fast(x):
     from qwen35.runtime.kernels.gated_rmsnorm.triton import gated_rmsnorm
     return (gated_rmsnorm(x["x"], x["gate"], x["weight"], 1e-6, out=x.get("out")),)
@@ -335,4 +379,10 @@ def build_cases(shape: ModelShape, tiny: bool = False) -> list[Case]:
                           lambda x: (paged_ref.paged_decode_attention(x["q"], x["k_cache"], x["v_cache"],
                                                                       x["block_tables"], x["seq_lens"]),),
                           _paged_bytes))
+    prefill_chunks = [[(63, 0), (17, 40), (1, 9)]] if tiny else [[(2048, 0)], [(2048, 14336)], [(512, 2048)] * 8]
+    for chunks in prefill_chunks:
+        cases.append(Case("paged_prefill", " ".join(f"{new}+{cached}" for new, cached in chunks[:2])
+                          + (f" x{len(chunks)}" if len(chunks) > 2 else ""),
+                          _paged_prefill_inputs(shape, chunks, 16), _paged_prefill_fast, _paged_prefill_ref,
+                          _paged_prefill_bytes, graphable=False))
     return cases
