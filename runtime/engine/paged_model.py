@@ -15,6 +15,7 @@ import torch
 from qwen35.runtime.engine.kv_pool import KVPool
 from qwen35.runtime.engine.paged_kernels import Kernels
 from qwen35.runtime.engine.state_pool import StatePool
+from qwen35.runtime.kernels.attention import attention
 from qwen35.runtime.model.attention import GatedAttention
 from qwen35.runtime.model.linear_attention import GatedDeltaNet
 from qwen35.runtime.model.qwen35_model import Qwen35Model
@@ -140,6 +141,10 @@ class PagedTextModel:
         key_pages, value_pages = self.kv.key[attn.layer_idx], self.kv.value[attn.layer_idx]
         if decode:
             out = self.kernels.decode_attention(query, key_pages, value_pages, batch.block_tables, batch.seq_lens)
+        elif len(batch.bounds) == 1 and batch.bounds[0][2] == 0:
+            # A lone first chunk (a long prompt in one shot) sees only itself: PyTorch's flash
+            # attention on the new K/V beats walking pages, and it is what the 16K prefill runs.
+            out = attention(query[None], key[None], value[None])[0]
         else:  # causal over each chunk's cached tokens and itself, all read from the pages
             out = self.kernels.prefill_attention(query, key_pages, value_pages, batch.block_tables, batch.cu_seqlens,
                                                  batch.cached_lens)
