@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,27 +48,35 @@ def test_demo_profile_serves_the_openai_client_and_stops_cleanly_on_sigterm(tmp_
     launcher = subprocess.Popen([*QWEN35, "launch", "--profile", "qwen35-demo-cpu", "--port", str(port),
                                  "--ready-timeout", "240"],
                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out_lines: list[str] = []
+    err_lines: list[str] = []  # read as it comes, so a full pipe never blocks the launcher
+    readers = [threading.Thread(target=lambda: out_lines.extend(launcher.stdout), daemon=True),
+               threading.Thread(target=lambda: err_lines.extend(launcher.stderr), daemon=True)]
+    for reader in readers:
+        reader.start()
     try:
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+        # Ready as the user sees it: launch prints the endpoint once its own probe passes (the
+        # engine may answer a client a moment earlier).
         deadline = time.monotonic() + 240
-        while True:
-            assert launcher.poll() is None, launcher.stderr.read()
-            try:
-                served = [model.id for model in client.models.list().data]
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "the demo server never became ready"
-                time.sleep(0.5)
+        while not any("is ready at" in line for line in out_lines):
+            assert launcher.poll() is None, "".join(err_lines)
+            assert time.monotonic() < deadline, "the demo server never became ready"
+            time.sleep(0.2)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+        served = [model.id for model in client.models.list().data]
         assert "demo-model" in served
         reply = client.chat.completions.create(model="demo-model", max_tokens=4, temperature=0,
                                                messages=[{"role": "user", "content": "Hello"}])
         assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
         launcher.send_signal(signal.SIGTERM)
-        out, err = launcher.communicate(timeout=60)
+        launcher.wait(timeout=60)
+        for reader in readers:
+            reader.join(timeout=10)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-            launcher.communicate()
+            launcher.wait()
+    out, err = "".join(out_lines), "".join(err_lines)
     assert launcher.returncode == 0, err
     assert f"127.0.0.1:{port}/v1" in out  # the endpoint and the ready-to-paste snippets
     assert processes_mentioning(f"--port {port}") == []
