@@ -21,10 +21,13 @@ Design:
     one layer, so its KV stays the eager per-row DraftCache rather than a second page pool.
   - Prefill chunks feed the head row by row (one small MTP forward per chunk, as
     SpeculativeRunner.prefill does); decode feeds all rows in one.
-  - The verify path runs the torch reference kernels (causal_conv1d, recurrent_gated_delta_rule)
-    on every device and no CUDA graph: right on a GPU, not yet fast there. Decode keeps the
-    selected kernels and its CUDA graphs, captured around `_run_decode` which here returns
-    hidden states (the logits matmul runs after the replay).
+  - Verify and commit follow the kernel set: on the Triton set the verify conv and recurrence
+    and the commit's recurrence are one launch each per GDN layer (kernels/gated_delta_rule/
+    triton_verify.py; the commit re-runs the accepted tokens only, from the raw gate
+    projections it keeps); on the torch set they are the references (causal_conv1d,
+    recurrent_gated_delta_rule, with the rejected tokens' gates zeroed). No CUDA graph for the
+    verify. Decode keeps the selected kernels and its CUDA graphs, captured around
+    `_run_decode` which here returns hidden states (the logits matmul runs after the replay).
   - Text only: speculation takes no images or videos (SpeculativeRunner neither), so a
     prefill chunk with media is refused; every row's rope delta stays 0.
 
@@ -39,10 +42,12 @@ from dataclasses import dataclass, field
 import torch
 
 from qwen35.runtime.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
-from qwen35.runtime.engine.paged_kernels import gates
+from qwen35.runtime.engine.kv_pool import KVPool
+from qwen35.runtime.engine.paged_kernels import Kernels, gates
 from qwen35.runtime.engine.paged_model import DecodeBatch, PagedTextModel, PrefillBatch
 from qwen35.runtime.engine.paged_runner import PagedModelRunner
 from qwen35.runtime.engine.speculative import SpeculativeRunner
+from qwen35.runtime.engine.state_pool import StatePool
 from qwen35.runtime.kernels.causal_conv1d import causal_conv1d
 from qwen35.runtime.kernels.gated_delta_rule import recurrent_gated_delta_rule
 from qwen35.runtime.model.linear_attention import GatedDeltaNet
@@ -55,11 +60,36 @@ class VerifyBatch(PrefillBatch):
     """A prefill batch of num_tokens tokens per row whose GDN layers defer their state update."""
 
     num_tokens: int = 1  # T = k + 1, the same for every row
-    linear: dict[int, DeferredLinearState] = field(default_factory=dict)  # filled by the forward
+    # filled by the forward: DeferredRawGates on the Triton set, DeferredLinearState on the torch set
+    linear: dict[int, DeferredLinearState | DeferredRawGates] = field(default_factory=dict)
+
+
+@dataclass
+class DeferredRawGates:
+    """A GDN layer's verify inputs kept for the Triton commit, which computes the gates in-kernel from a, b."""
+
+    window: torch.Tensor  # [B, conv_dim, K-1+T]: the rows' conv state, then the T new conv inputs
+    query: torch.Tensor  # [B, T, Hk, Dk], views into the conv output
+    key: torch.Tensor  # [B, T, Hk, Dk]
+    value: torch.Tensor  # [B, T, Hv, Dv]
+    a: torch.Tensor  # [B, T, Hv] raw in_proj_a output
+    b: torch.Tensor  # [B, T, Hv] raw in_proj_b output
+    A_log: torch.Tensor  # [Hv], the layer's parameters
+    dt_bias: torch.Tensor  # [Hv]
 
 
 class PagedHiddenModel(PagedTextModel):
     """PagedTextModel with final-normed hidden states out, and the deferred-state verify forward."""
+
+    def __init__(self, model: Qwen35Model, kv: KVPool, state: StatePool, kernels: Kernels):
+        super().__init__(model, kv, state, kernels)
+        # The Triton set verifies and commits with the fused kernels (one launch per op and layer),
+        # imported here, as paged_kernels.triton_kernels does, so TRITON_INTERPRET set beforehand
+        # takes effect; the torch set keeps the reference kernels.
+        self.verify_ops = None
+        if kernels.name == "triton":
+            from qwen35.runtime.kernels.gated_delta_rule import triton_verify
+            self.verify_ops = triton_verify
 
     def prefill_hidden(self, batch: PrefillBatch) -> torch.Tensor:
         """Hidden states [N, H] of every packed token; writes KV and (unless a VerifyBatch) GDN state."""
@@ -83,20 +113,30 @@ class PagedHiddenModel(PagedTextModel):
         rows = tokens // length
         mixed = gdn.in_proj_qkv(x).view(rows, length, -1)
         gate = gdn.in_proj_z(x).view(tokens, gdn.num_v_heads, gdn.head_v_dim)
-        log_decay, beta = gates(gdn.in_proj_a(x), gdn.in_proj_b(x), gdn.A_log, gdn.dt_bias)
-        slots = batch.state_slots.long()
         conv_weight = gdn.conv1d.weight.squeeze(1)
-        conv_state = self.state.conv[gdn.layer_idx].index_select(0, slots)
-        recurrent_state = self.state.recurrent[gdn.layer_idx].index_select(0, slots)
-        conv_out, _ = causal_conv1d(mixed, conv_weight, conv_state)
+        conv_pool, state_pool = self.state.conv[gdn.layer_idx], self.state.recurrent[gdn.layer_idx]
+        if self.verify_ops is not None:
+            conv_out, window = self.verify_ops.causal_conv1d_verify(mixed, conv_weight, conv_pool, batch.state_slots)
+        else:
+            conv_state = conv_pool.index_select(0, batch.state_slots.long())
+            conv_out, _ = causal_conv1d(mixed, conv_weight, conv_state)
+            window = torch.cat([conv_state.to(conv_weight.dtype), mixed.transpose(1, 2).to(conv_weight.dtype)],
+                               dim=-1)
         query, key, value = conv_out.split([gdn.key_dim, gdn.key_dim, gdn.value_dim], dim=-1)
         query = query.reshape(rows, length, gdn.num_k_heads, gdn.head_k_dim)
         key = key.reshape(rows, length, gdn.num_k_heads, gdn.head_k_dim)
         value = value.reshape(rows, length, gdn.num_v_heads, gdn.head_v_dim)
-        log_decay, beta = log_decay.view(rows, length, -1), beta.view(rows, length, -1)
-        core, _ = recurrent_gated_delta_rule(query, key, value, log_decay, beta, initial_state=recurrent_state)
-        window = torch.cat([conv_state.to(conv_weight.dtype), mixed.transpose(1, 2).to(conv_weight.dtype)], dim=-1)
-        batch.linear[gdn.layer_idx] = DeferredLinearState(window, query, key, value, log_decay, beta)
+        a, b = gdn.in_proj_a(x).view(rows, length, -1), gdn.in_proj_b(x).view(rows, length, -1)
+        if self.verify_ops is not None:
+            core = self.verify_ops.fused_recurrent_gated_delta_rule_verify(
+                query, key, value, a, b, gdn.A_log, gdn.dt_bias, state_pool, batch.state_slots)
+            deferred = DeferredRawGates(window, query, key, value, a, b, gdn.A_log, gdn.dt_bias)
+        else:
+            log_decay, beta = gates(a, b, gdn.A_log, gdn.dt_bias)
+            recurrent_state = state_pool.index_select(0, batch.state_slots.long())
+            core, _ = recurrent_gated_delta_rule(query, key, value, log_decay, beta, initial_state=recurrent_state)
+            deferred = DeferredLinearState(window, query, key, value, log_decay, beta)
+        batch.linear[gdn.layer_idx] = deferred
         core = self.kernels.gated_rmsnorm(core.reshape(tokens, gdn.num_v_heads, gdn.head_v_dim), gate,
                                           gdn.norm.weight, gdn.norm.eps)
         return gdn.out_proj(core.reshape(tokens, gdn.value_dim))
@@ -201,20 +241,28 @@ class PagedSpeculativeRunner(PagedModelRunner):
         """Keep the first accepted[b] (1..T) verified tokens of each row: GDN slots, then lengths and pages."""
         length = batch.num_tokens
         accepted = accepted.to(device=self.device, dtype=torch.long)
-        keep = (torch.arange(length, device=self.device)[None, :] < accepted[:, None])[..., None]  # [B, T, 1]
         slots = batch.state_slots.long()
+        verify_ops = self.forward.verify_ops
+        if verify_ops is None:
+            keep = (torch.arange(length, device=self.device)[None, :] < accepted[:, None])[..., None]  # [B, T, 1]
+        # After a tokens the conv state is window[..., a : a + K-1]: the last K-1 inputs seen. Every
+        # GDN layer has the same conv shape, so one index serves them all.
+        width = self.model.config.text.linear_conv_kernel_dim - 1
+        index = (accepted[:, None] + torch.arange(width, device=self.device))[:, None, :]
         for layer, deferred in batch.linear.items():
             window = deferred.window
-            width = window.shape[-1] - length  # kernel - 1
-            # After a tokens the conv state is window[..., a : a + K-1]: the last K-1 inputs seen.
-            index = (accepted[:, None] + torch.arange(width, device=self.device))[:, None, :]
             conv = window.gather(2, index.expand(-1, window.shape[1], -1))
-            _, recurrent = recurrent_gated_delta_rule(
-                deferred.query, deferred.key, deferred.value,
-                deferred.log_decay.masked_fill(~keep, 0.0), deferred.beta.masked_fill(~keep, 0.0),
-                initial_state=self.state.recurrent[layer].index_select(0, slots))
             self.state.conv[layer].index_copy_(0, slots, conv.to(self.state.conv[layer].dtype))
-            self.state.recurrent[layer].index_copy_(0, slots, recurrent)
+            if verify_ops is not None:  # the slot is advanced in place by the first accepted[b] tokens
+                verify_ops.fused_recurrent_gated_delta_rule_commit(
+                    deferred.query, deferred.key, deferred.value, deferred.a, deferred.b, deferred.A_log,
+                    deferred.dt_bias, self.state.recurrent[layer], batch.state_slots, accepted)
+            else:
+                _, recurrent = recurrent_gated_delta_rule(
+                    deferred.query, deferred.key, deferred.value,
+                    deferred.log_decay.masked_fill(~keep, 0.0), deferred.beta.masked_fill(~keep, 0.0),
+                    initial_state=self.state.recurrent[layer].index_select(0, slots))
+                self.state.recurrent[layer].index_copy_(0, slots, recurrent)
         for row, (_, _, cached), count in zip(rows, batch.bounds, accepted.tolist()):
             self.blocks.truncate(row, cached + count)
 
