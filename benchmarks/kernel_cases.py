@@ -118,6 +118,42 @@ def _gdr_inputs(shape: ModelShape, lengths: list[int], decode: bool):
     return make
 
 
+def _gdr_verify_inputs(shape: ModelShape, rows: int, tokens_per_row: int):
+    """A speculative verify: rows x T tokens, state read from the rows' slots (q, k, v as conv-output views)."""
+    flat = _gdr_inputs(shape, [1] * (rows * tokens_per_row), True)
+
+    def make(device, dtype):
+        x = flat(device, dtype)
+        hk, hv, d = shape.k_heads, shape.v_heads, shape.head_k_dim
+        for name, heads in (("q", hk), ("k", hk), ("v", hv)):
+            x[name] = x[name].view(rows, tokens_per_row, heads, d)
+        x["a"], x["b"] = x["a"].view(rows, tokens_per_row, hv), x["b"].view(rows, tokens_per_row, hv)
+        x["slots"] = x["slots"][:rows].contiguous()
+        x["accepted"] = torch.arange(rows, dtype=torch.int32).remainder(tokens_per_row).add(1).to(device)
+        return x
+    return make
+
+
+def _gdr_verify_fast(x):
+    from qwen35.runtime.kernels.gated_delta_rule import triton_verify
+    args = (x["q"], x["k"], x["v"], x["a"], x["b"], x["A_log"], x["dt_bias"], x["state_pool"], x["slots"])
+    out = triton_verify.fused_recurrent_gated_delta_rule_verify(*args, out=x.get("out"))
+    triton_verify.fused_recurrent_gated_delta_rule_commit(*args, x["accepted"])
+    return out, x["state_pool"]
+
+
+def _gdr_verify_ref(x):
+    g, beta = gates(x["a"], x["b"], x["A_log"], x["dt_bias"])
+    slots = x["slots"].long()
+    out, _ = gdr_ref.recurrent_gated_delta_rule(x["q"], x["k"], x["v"], g, beta, initial_state=x["state_pool"][slots])
+    keep = (torch.arange(x["q"].shape[1], device=slots.device)[None, :] < x["accepted"][:, None].long())[..., None]
+    _, state = gdr_ref.recurrent_gated_delta_rule(x["q"], x["k"], x["v"], g.masked_fill(~keep, 0.0),
+                                                  beta.masked_fill(~keep, 0.0), initial_state=x["state_pool"][slots])
+    pool = x["state_pool"].clone()
+    pool[slots] = state.to(pool.dtype)
+    return out.to(x["q"].dtype), pool
+
+
 def _gdr_decode_fast(x):
     from qwen35.runtime.kernels.gated_delta_rule.triton_decode import fused_recurrent_gated_delta_rule_update
     out = fused_recurrent_gated_delta_rule_update(x["q"], x["k"], x["v"], x["a"], x["b"], x["A_log"],
@@ -379,6 +415,9 @@ def build_cases(shape: ModelShape, tiny: bool = False) -> list[Case]:
                           lambda x: (paged_ref.paged_decode_attention(x["q"], x["k_cache"], x["v_cache"],
                                                                       x["block_tables"], x["seq_lens"]),),
                           _paged_bytes))
+    for rows in ([3] if tiny else [1, 32]):
+        cases.append(Case("gdr_verify", f"B={rows} T=4", _gdr_verify_inputs(shape, rows, 4), _gdr_verify_fast,
+                          _gdr_verify_ref, _gdr_bytes, graphable=False))
     prefill_chunks = [[(63, 0), (17, 40), (1, 9)]] if tiny else [[(2048, 0)], [(2048, 14336)], [(512, 2048)] * 8]
     for chunks in prefill_chunks:
         cases.append(Case("paged_prefill", " ".join(f"{new}+{cached}" for new, cached in chunks[:2])

@@ -46,7 +46,7 @@ def record_launches(cases, dtypes) -> list:
     launches: list = []
     modules = ["rmsnorm.triton", "gated_rmsnorm.triton", "silu_mul.triton", "causal_conv1d.triton",
                "gated_delta_rule.triton_decode", "gated_delta_rule.triton_prefill", "paged_attention.triton",
-               "paged_prefill_attention.triton"]
+               "paged_prefill_attention.triton", "gated_delta_rule.triton_verify"]
     for name in modules:
         module = importlib.import_module(f"qwen35.runtime.kernels.{name}")
         for attr, value in vars(module).items():
