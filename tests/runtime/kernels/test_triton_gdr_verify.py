@@ -155,7 +155,7 @@ SPECULATIVE_AGREEMENT = """
 import functools
 import sys
 import torch
-from qwen35.runtime.bench.agreement import greedy_generate, spread_weights
+from qwen35.runtime.bench.agreement import greedy_generate, guessing_mtp_head, spread_weights
 from qwen35.runtime.demo import write_demo_checkpoint
 from qwen35.runtime.engine.paged_runner import PagedModelRunner
 from qwen35.runtime.engine.paged_speculative import PagedSpeculativeRunner
@@ -168,12 +168,7 @@ for name in ("fused_recurrent_gated_delta_rule_verify", "fused_recurrent_gated_d
     setattr(triton_verify, name, functools.partial(getattr(triton_verify, name), block_v=128))
 model = load_model(write_demo_checkpoint(sys.argv[1]), progress=False)
 spread_weights(model, seed=2)
-hidden = model.config.text.hidden_size
-with torch.no_grad():
-    model.mtp.fc.weight.copy_(torch.cat([torch.eye(hidden), torch.zeros(hidden, hidden)], dim=1))
-    model.mtp.layers[0].self_attn.o_proj.weight.zero_()
-    model.mtp.layers[0].mlp.down_proj.weight.zero_()
-    model.language_model.embed_tokens.weight.mul_(5.0)
+guessing_mtp_head(model)
 generator = torch.Generator().manual_seed(int(sys.argv[2]))
 prompts = [torch.randint(0, 248000, (n,), generator=generator).tolist() for n in (6, 3)]
 budget = 7
