@@ -83,7 +83,7 @@ step agreement 200 "$PY" "$ROOT/benchmarks/engine_agreement.py" --model "$SHAPE_
     --json "$OUT/agreement.json"
 
 # The bench: ours vs transformers on the 0.8B shape, the HTTP server under Poisson load.
-step bench 330 "${QWEN35[@]}" bench --model "$SHAPE_DIR" --device cuda --save "$OUT/bench.json"
+step bench 330 "${QWEN35[@]}" bench --model "$SHAPE_DIR" --device cuda --speculative-tokens 2 --save "$OUT/bench.json"
 
 {
     echo "================ summary ================"

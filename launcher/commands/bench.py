@@ -45,6 +45,9 @@ def bench(
     kernels: str = typer.Option("auto", "--kernels", help="auto (Triton on CUDA, torch on CPU), triton or torch."),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="Replay decode from CUDA graphs."),
     page_size: int = typer.Option(16, "--page-size", help="Tokens per KV page."),
+    speculative_tokens: int = typer.Option(
+        0, "--speculative-tokens", help="Also time greedy MTP speculation with this many drafts at batch 1 "
+                                        "(as is, then with a head made to guess right at times)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
     save: Optional[Path] = typer.Option(None, "--save", help="Also write the JSON result to this file."),
 ) -> None:
@@ -55,6 +58,8 @@ def bench(
         raise InputError("--page-size must be at least 1", "pass e.g. --page-size 16")
     from qwen35.runtime.bench.shapes import SHAPES, write_shape_checkpoint
 
+    if not 0 <= speculative_tokens <= 8:
+        raise InputError(f"--speculative-tokens {speculative_tokens} is out of range", "pass 0 (off) to 8; try 2")
     if shape is not None and shape.lower() not in SHAPES:
         raise InputError(f"unknown --shape {shape!r}", f"choose one of {', '.join(SHAPES)}")
     from qwen35.runtime.bench.report import render
@@ -69,7 +74,8 @@ def bench(
         progress(f"random-weight {shape} checkpoint")
         model = str(write_shape_checkpoint(shape, shape_dir, progress=progress))
     options = BenchOptions(model=model, device=device, dtype=dtype, quick=quick, baseline=baseline, server=server,
-                           kernels=kernels, cuda_graphs=cuda_graphs, page_size=page_size)
+                           kernels=kernels, cuda_graphs=cuda_graphs, page_size=page_size,
+                           speculative_tokens=speculative_tokens)
     result = run_bench(options, progress)
     if save is not None:
         save.write_text(json.dumps(result, indent=1) + "\n", "utf-8")

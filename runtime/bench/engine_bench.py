@@ -8,6 +8,7 @@ import torch
 from qwen35.runtime.bench.machine import synchronize, time_ms
 from qwen35.runtime.bench.workloads import Workload, decode_step_bytes, random_prompts
 from qwen35.runtime.engine.paged_runner import PagedModelRunner
+from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams
 
 
 def bench_prefill(runner: PagedModelRunner, workload: Workload, device: torch.device) -> list[dict]:
@@ -69,3 +70,35 @@ def bench_decode(runner: PagedModelRunner, workload: Workload, device: torch.dev
                      "tokens_per_s": batch * steps / seconds, "bytes_per_step": nbytes, "gbs": gbs,
                      "copy_share": gbs / copy_gbs if copy_gbs else None})
     return rows
+
+
+def bench_speculative(runner, workload: Workload, device: torch.device) -> dict:
+    """Greedy MTP speculation at batch 1 after a workload.prompt_len prompt: tokens/s and acceptance.
+
+    `runner` is a PagedSpeculativeRunner with one row. Every step drafts k tokens, verifies them in
+    one forward and keeps the accepted ones plus one; tokens/s counts what the client would get.
+    """
+    k = runner.num_speculative_tokens
+    (prompt,) = random_prompts(1, workload.prompt_len, seed=300, vocab=runner.vocab_size)
+    runner.reset_row(0)
+    token = int(runner.prefill(0, prompt).argmax())
+    greedy = SamplingBatch.from_params([SamplingParams(temperature=0.0)], [0], device)
+
+    def step(token: int) -> list[int]:
+        return runner.speculate([0], [token], greedy).token_ids[0]
+
+    for _ in range(2):  # warm-up: first launches, allocator growth
+        token = step(token)[-1]
+    drafted = accepted = emitted = 0
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(workload.decode_steps):
+        result = runner.speculate([0], [token], greedy)
+        tokens = result.token_ids[0]
+        token, emitted, accepted = tokens[-1], emitted + len(tokens), accepted + result.num_accepted[0]
+        drafted += result.num_drafted
+    seconds = time.perf_counter() - start
+    runner.release_row(0)
+    return {"speculative_tokens": k, "batch": 1, "steps": workload.decode_steps, "tokens": emitted,
+            "step_ms": seconds / workload.decode_steps * 1e3, "tokens_per_s": emitted / seconds,
+            "acceptance": accepted / drafted if drafted else None}

@@ -76,6 +76,18 @@ def render(result: dict) -> str:
     lines.append(f"{'peak memory':<26} {_gib(ours.get('peak_memory_bytes')):>12} "
                  f"{_gib(base.get('peak_memory_bytes')):>13}   (ours: {_gib(ours.get('peak_excluding_pools_bytes'))} "
                  f"without the pools)")
+    speculative = result.get("speculative")
+    if speculative:
+        lines.append("")
+        if "skipped" in speculative:
+            lines.append(f"MTP speculation: skipped: {speculative['skipped']}")
+        else:
+            plain = _by(ours["decode"], "batch").get(1, {}).get("tokens_per_s")
+            for label, row in (("head as is", speculative["as_is"]), ("guessing head", speculative["guessing_head"])):
+                speedup = row["tokens_per_s"] / plain if plain else None
+                lines.append(f"MTP k={row['speculative_tokens']} b=1, {label:<13} {row['tokens_per_s']:>10.1f} tok/s "
+                             f"{_ratio(speedup)} of plain decode  acceptance {_num(row['acceptance'], '.2f')}  "
+                             f"{row['step_ms']:.2f} ms/step")
     server = result.get("server")
     if server:
         lines.append("")

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from qwen35.runtime.bench.baseline import bench_baseline
-from qwen35.runtime.bench.engine_bench import bench_decode, bench_prefill
+from qwen35.runtime.bench.agreement import guessing_mtp_head
+from qwen35.runtime.bench.engine_bench import bench_decode, bench_prefill, bench_speculative
 from qwen35.runtime.bench.machine import copy_bandwidth, machine_info, peak_memory, reset_peak_memory
 from qwen35.runtime.bench.report import ratios
 from qwen35.runtime.bench.server_load import poisson_load
@@ -34,6 +35,7 @@ class BenchOptions:
     kernels: str = "auto"
     cuda_graphs: bool = True
     page_size: int = 16
+    speculative_tokens: int = 0  # > 0: also time greedy MTP speculation at batch 1 (needs the MTP head)
 
 
 def _model_summary(model, root: Path, dtype: torch.dtype) -> dict:
@@ -90,5 +92,34 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda me
     if options.server:
         progress("server under Poisson load")
         result["server"] = poisson_load(runner, root, workload)
+    if options.speculative_tokens:
+        progress("MTP speculation")
+        del runner  # its pools go back before the speculative runner measures free memory
+        result["speculative"] = _bench_speculation(model, workload, options, device)
     result["ratios"] = ratios(result)
     return result
+
+
+def _bench_speculation(model, workload: Workload, options: BenchOptions, device: torch.device) -> dict:
+    """Batch-1 greedy MTP twice: on the checkpoint as it is, then with a head that guesses right at times.
+
+    Random-weight checkpoints never agree with their MTP head, so the first figure is the cost of
+    speculation alone; guessing_mtp_head (which changes the weights: it runs last) gives a partial
+    acceptance, whose speed-up over plain decode is what a real checkpoint's acceptance buys.
+    """
+    if model.mtp is None:
+        return {"skipped": "the checkpoint has no MTP head"}
+    k = options.speculative_tokens
+    max_len = workload.prompt_len + (workload.decode_steps + 3) * (k + 1) + 8
+    if torch.cuda.is_available() and device.type == "cuda":
+        torch.cuda.empty_cache()
+    budget = None if device.type == "cuda" else budget_for(
+        model.config.text, 1, max_len + k + 1 + options.page_size, max_len + k + 1 + options.page_size,
+        model.output_weight.dtype)
+    runner, _ = build_paged_runner(model, max_len, 1, page_size=options.page_size, budget_bytes=budget,
+                                   prefill_chunk=workload.prompt_len, kernels=options.kernels,
+                                   cuda_graphs=options.cuda_graphs, speculative_tokens=k)
+    as_is = bench_speculative(runner, workload, device)
+    guessing_mtp_head(model)
+    guessing = bench_speculative(runner, workload, device)
+    return {"as_is": as_is, "guessing_head": guessing}

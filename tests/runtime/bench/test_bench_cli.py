@@ -22,7 +22,7 @@ def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     checkpoint = write_demo_checkpoint(root / "demo")
     saved = root / "bench.json"
-    result = run_cli("bench", "--model", str(checkpoint), "--quick", "--save", str(saved))
+    result = run_cli("bench", "--model", str(checkpoint), "--quick", "--speculative-tokens", "2", "--save", str(saved))
     return result, saved, checkpoint
 
 
@@ -31,7 +31,8 @@ def test_quick_run_prints_machine_workload_figures_and_ratios(quick_run):
     assert result.returncode == 0, result.stderr
     text = result.stdout
     for expected in ("machine:", "copy bandwidth", "workload:", "prefill 16 tok (ms)", "decode b=2 (tok/s)",
-                     "transformers Qwen3_5ForCausalLM", "peak memory", "TTFT ms", "ITL ms", str(checkpoint)):
+                     "transformers Qwen3_5ForCausalLM", "peak memory", "TTFT ms", "ITL ms", str(checkpoint),
+                     "MTP k=2 b=1, head as is", "MTP k=2 b=1, guessing head"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
     assert "bench [" in result.stderr  # progress goes to stderr, data to stdout
 
@@ -56,11 +57,23 @@ def test_quick_run_json_holds_every_figure(quick_run):
     assert ours["kernels"] == "torch" and ours["cuda_graphs"] is False
 
 
+def test_quick_run_times_mtp_speculation_as_is_and_with_a_guessing_head(quick_run):
+    _, saved, _ = quick_run
+    speculative = json.loads(saved.read_text())["speculative"]
+    as_is, guessing = speculative["as_is"], speculative["guessing_head"]
+    for row in (as_is, guessing):
+        assert row["speculative_tokens"] == 2 and row["tokens_per_s"] > 0 and row["steps"] == 3
+        assert row["steps"] <= row["tokens"] <= 3 * row["steps"]  # 1 .. k + 1 tokens a step
+    assert guessing["acceptance"] > as_is["acceptance"] and guessing["tokens"] > as_is["tokens"]
+
+
 def test_usage_errors_exit_2():
     missing = run_cli("bench")
     assert missing.returncode == 2 and "--model" in missing.stderr
     shape = run_cli("bench", "--shape", "7b")
     assert shape.returncode == 2 and "0.8b" in shape.stderr
+    drafts = run_cli("bench", "--shape", "0.8b", "--speculative-tokens", "12")
+    assert drafts.returncode == 2 and "--speculative-tokens 12 is out of range" in drafts.stderr
 
 
 def test_help_shows_examples():
