@@ -23,7 +23,7 @@ from qwen35.runtime.server.parsers.reasoning import ReasoningParser
 from qwen35.runtime.server.parsers.tool_calls import ToolCallDelta, ToolCallParser
 from qwen35.runtime.server.protocol import ChatCompletionRequest
 from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
-                                           read_json_body, request_id, timeout_error)
+                                           read_json_body, request_id, timeout_error, usage)
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 
@@ -109,11 +109,6 @@ class ChatChoice:
                 for c in calls]
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
 async def create_chat_completion(request: Request, state: ServerState):
     """Handle one chat completion request."""
     data = await read_json_body(request, state.settings.max_body_bytes)
@@ -166,7 +161,7 @@ def _response(state: ServerState, body: ChatCompletionRequest, prepared: Prepare
             entry["token_ids"] = choice.token_ids
         out.append(entry)
     response = {**meta, "object": "chat.completion", "choices": out,
-                "usage": _usage(len(prepared.prompt_ids), sum(len(c.token_ids) for c in choices))}
+                "usage": usage(len(prepared.prompt_ids), choices)}
     if body.return_token_ids:
         response["prompt_token_ids"] = prepared.prompt_ids
     return response
@@ -199,8 +194,8 @@ async def _stream(state: ServerState, body: ChatCompletionRequest, prepared: Pre
             if delta or finish or logprobs or body.return_token_ids:
                 yield chunk(index, delta, finish, logprobs, output.token_ids if body.return_token_ids else None)
         if include_usage:
-            usage = _usage(len(prepared.prompt_ids), sum(len(c.token_ids) for c in choices))
-            yield sse({**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+            yield sse({**meta, "object": "chat.completion.chunk", "choices": [],
+                       "usage": usage(len(prepared.prompt_ids), choices)})
         yield DONE
     except TimeoutError:
         yield sse(timeout_error(state.settings.request_timeout).body())

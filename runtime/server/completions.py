@@ -14,7 +14,7 @@ from qwen35.runtime.server.errors import bad_request
 from qwen35.runtime.server.logprobs import TokenTexts, completion_logprobs
 from qwen35.runtime.server.protocol import CompletionRequest
 from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
-                                           read_json_body, request_id, timeout_error)
+                                           read_json_body, request_id, timeout_error, usage)
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 
@@ -104,9 +104,7 @@ async def create_completion(request: Request, state: ServerState):
             entry["token_ids"] = choice.token_ids
             entry["prompt_token_ids"] = prompts[choice.prompt_index][0]
         out.append(entry)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": sum(len(c.token_ids) for c in choices)}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return JSONResponse({**meta, "object": "text_completion", "choices": out, "usage": usage})
+    return JSONResponse({**meta, "object": "text_completion", "choices": out, "usage": usage(prompt_tokens, choices)})
 
 
 async def _stream(state: ServerState, body: CompletionRequest, handles: list[RequestHandle], choices: list[_Choice],
@@ -139,10 +137,7 @@ async def _stream(state: ServerState, body: CompletionRequest, handles: list[Req
             if output.text or finish or logprobs or body.return_token_ids:
                 yield chunk(index, output.text, finish, logprobs, output.token_ids if body.return_token_ids else None)
         if include_usage:
-            completion_tokens = sum(len(c.token_ids) for c in choices)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                     "total_tokens": prompt_tokens + completion_tokens}
-            yield sse({**meta, "object": "text_completion", "choices": [], "usage": usage})
+            yield sse({**meta, "object": "text_completion", "choices": [], "usage": usage(prompt_tokens, choices)})
         yield DONE
     except TimeoutError:
         yield sse(timeout_error(state.settings.request_timeout).body())

@@ -158,6 +158,13 @@ class ServerState:
                 handle.abort()
 
 
+def usage(prompt_tokens: int, choices) -> dict[str, int]:
+    """OpenAI's usage object for a response whose choices carry their generated token_ids."""
+    completion_tokens = sum(len(choice.token_ids) for choice in choices)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 def timeout_error(seconds: float | None) -> APIError:
     """A 504 for a request that ran past its deadline."""
     return APIError(504, f"The request did not finish within {seconds} seconds (--request-timeout).",
