@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "model"))
 from qwen35_tiny_checkpoints import build_hf_model  # noqa: E402
@@ -31,13 +30,10 @@ def write_tokenizer(directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: threads only add hand-off latency
     path = tmp_path_factory.mktemp("llm")
     build_hf_model("dense_tied", seed=11).save_pretrained(path)
     write_tokenizer(path)
-    yield path
-    torch.set_num_threads(threads)
+    return path
 
 
 @pytest.fixture(scope="module")

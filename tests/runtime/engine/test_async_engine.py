@@ -6,7 +6,6 @@ import time
 import pytest
 import torch
 
-from qwen35.runtime.demo import write_demo_checkpoint
 from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig, QueueFull
 from qwen35.runtime.engine.runner import TorchModelRunner
 from qwen35.runtime.engine.sampling import SamplingParams
@@ -14,9 +13,8 @@ from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS, LLM
 
 
 @pytest.fixture(scope="module")
-def demo_llm(tmp_path_factory):
-    path = write_demo_checkpoint(tmp_path_factory.mktemp("engine") / "demo", seed=0)
-    return LLM(path, progress=False)
+def demo_llm(demo_path):
+    return LLM(demo_path, progress=False)
 
 
 class CountingRunner:

@@ -12,8 +12,8 @@ MIB = 2**20
 
 
 @pytest.fixture(scope="module")
-def demo_model(tmp_path_factory):
-    return load_model(write_demo_checkpoint(tmp_path_factory.mktemp("sizing") / "demo"), progress=False)
+def demo_model(demo_path):
+    return load_model(demo_path, progress=False)
 
 
 def test_plan_is_slot_pools_with_the_planner_unit_costs():

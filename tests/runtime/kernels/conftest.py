@@ -38,11 +38,3 @@ if not HAS_CUDA:
 def device() -> torch.device:
     """Where kernel inputs live: the GPU when there is one, else the CPU (interpreter)."""
     return torch.device("cuda" if HAS_CUDA else "cpu")
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

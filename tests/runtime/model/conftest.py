@@ -24,13 +24,3 @@ def hf_checkpoints(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box thread
-    hand-offs (index_add_ in transformers' MoE) cost milliseconds per op: run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

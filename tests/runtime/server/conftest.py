@@ -1,4 +1,4 @@
-"""Session fixtures: the demo checkpoint, and real uvicorn servers on free ports in threads.
+"""Session fixtures: real uvicorn servers on free ports in threads (the demo checkpoint is tests/runtime's).
 
 `demo_server` serves the random-weight demo model; `scripted_server` serves the same
 tokenizer and chat template with a ScriptedRunner, so reasoning and tool calls can be
@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from qwen35.runtime.demo import write_demo_checkpoint
 from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
 from qwen35.runtime.engine.paged_runner import PagedModelRunner
 from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
@@ -23,23 +21,9 @@ from scripted_runner import ScriptedRunner
 from server_harness import API_KEY, CONTEXT, DEMO_NAME, SCRIPTED_CONTEXT, SCRIPTED_NAME, choose_script, serving
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
-def demo_checkpoint(tmp_path_factory):
-    return write_demo_checkpoint(tmp_path_factory.mktemp("server") / "qwen35-demo", seed=0)
-
-
-@pytest.fixture(scope="session")
-def demo_tokenizer(demo_checkpoint):
-    return load_tokenizer(demo_checkpoint)
+def demo_tokenizer(demo_path):
+    return load_tokenizer(demo_path)
 
 
 def _settings(name: str, checkpoint, **overrides) -> ServerSettings:
@@ -52,26 +36,26 @@ def _settings(name: str, checkpoint, **overrides) -> ServerSettings:
 
 
 @pytest.fixture(scope="session")
-def demo_server(demo_checkpoint, demo_tokenizer):
-    model = load_model(demo_checkpoint, progress=False)
+def demo_server(demo_path, demo_tokenizer):
+    model = load_model(demo_path, progress=False)
     runner = PagedModelRunner(model, num_rows=32, max_len=CONTEXT)  # what `qwen35 serve` runs
     engine = AsyncEngine(runner, demo_tokenizer,
                          EngineConfig(max_running_requests=32, max_queue=64, max_model_len=CONTEXT,
                                       prefill_chunk_size=64, max_prefill_tokens=512),
                          eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
-    with serving(engine, demo_tokenizer, _settings(DEMO_NAME, demo_checkpoint)) as server:
+    with serving(engine, demo_tokenizer, _settings(DEMO_NAME, demo_path)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def scripted_server(demo_checkpoint, demo_tokenizer):
+def scripted_server(demo_path, demo_tokenizer):
     runner = ScriptedRunner(demo_tokenizer, choose_script, num_rows=4, max_len=SCRIPTED_CONTEXT)
     engine = AsyncEngine(runner, demo_tokenizer,
                          EngineConfig(max_running_requests=4, max_queue=16, max_model_len=SCRIPTED_CONTEXT),
                          eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
     # Scripted logits are one-hot, so greedy picks the same tokens as sampling would, without
     # paying for a full-vocabulary top_k sort on every step.
-    settings = _settings(SCRIPTED_NAME, demo_checkpoint, max_model_len=SCRIPTED_CONTEXT,
+    settings = _settings(SCRIPTED_NAME, demo_path, max_model_len=SCRIPTED_CONTEXT,
                          sampling_defaults={"temperature": 0.0})
     with serving(engine, demo_tokenizer, settings) as server:
         try:
@@ -81,13 +65,13 @@ def scripted_server(demo_checkpoint, demo_tokenizer):
 
 
 @pytest.fixture(scope="session")
-def tight_server(demo_checkpoint, demo_tokenizer):
+def tight_server(demo_path, demo_tokenizer):
     """One row, one queue place, an API key and a short timeout: for 503, 401 and 504."""
     runner = ScriptedRunner(demo_tokenizer, choose_script, num_rows=1, max_len=CONTEXT)
     engine = AsyncEngine(runner, demo_tokenizer,
                          EngineConfig(max_running_requests=1, max_queue=1, max_model_len=CONTEXT),
                          eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
-    settings = _settings(SCRIPTED_NAME, demo_checkpoint, api_key=API_KEY, request_timeout=1.0,
+    settings = _settings(SCRIPTED_NAME, demo_path, api_key=API_KEY, request_timeout=1.0,
                          sampling_defaults={"temperature": 0.0})
     with serving(engine, demo_tokenizer, settings) as server:
         try:

@@ -84,8 +84,8 @@ def media_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def vision_server(demo_checkpoint, demo_tokenizer, media_dir):
-    model = load_model(demo_checkpoint, progress=False)
+def vision_server(demo_path, demo_tokenizer, media_dir):
+    model = load_model(demo_path, progress=False)
     runner = PagedModelRunner(model, num_rows=4, max_len=CONTEXT)  # what `qwen35 serve` runs
     # 32-token chunks: every image's 70 pads span three prefill chunks.
     engine = AsyncEngine(runner, demo_tokenizer,
@@ -93,9 +93,9 @@ def vision_server(demo_checkpoint, demo_tokenizer, media_dir):
                                       prefill_chunk_size=32, max_prefill_tokens=64),
                          eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
     policy = MediaPolicy(local_media_dir=media_dir, max_image_bytes=MAX_IMAGE_BYTES, timeout_s=5.0)
-    settings = ServerSettings(served_model_names=[NAME], max_model_len=CONTEXT, model_root=str(demo_checkpoint),
+    settings = ServerSettings(served_model_names=[NAME], max_model_len=CONTEXT, model_root=str(demo_path),
                               request_timeout=120.0, max_n=2, text_only=False, max_body_bytes=1 << 20,
-                              vision=vision_serving(demo_checkpoint, model.config, policy),
+                              vision=vision_serving(demo_path, model.config, policy),
                               sampling_defaults={"temperature": 0.0})
     with serving(engine, demo_tokenizer, settings) as server:
         yield server
@@ -223,8 +223,8 @@ def test_server_keeps_serving_after_bad_media(vision_server, client):
     assert vision_server.engine.num_running == 0
 
 
-def test_local_files_are_refused_without_an_allowed_directory(demo_checkpoint, demo_tokenizer, media_dir):
-    vision = VisionServing.from_checkpoint(demo_checkpoint, MediaPolicy())
+def test_local_files_are_refused_without_an_allowed_directory(demo_path, demo_tokenizer, media_dir):
+    vision = VisionServing.from_checkpoint(demo_path, MediaPolicy())
     ids = demo_tokenizer.encode("<|vision_start|><|image_pad|><|vision_end|>")
     part = MediaPart("image", "messages[0].content[1]", url=str(media_dir / "picture.png"))
     with pytest.raises(APIError) as caught:
@@ -256,10 +256,10 @@ def test_context_check_counts_the_expanded_prompt(vision_server, demo_tokenizer)
     assert f"{rendered + IMAGE_TOKENS - 1} in the prompt" in error["message"]
 
 
-def test_checkpoints_without_a_vision_tower_stay_text_only(demo_checkpoint):
+def test_checkpoints_without_a_vision_tower_stay_text_only(demo_path):
     from dataclasses import replace
 
     from qwen35.runtime.demo import demo_config
 
-    assert vision_serving(demo_checkpoint, replace(demo_config(), vision=None), MediaPolicy()) is None
-    assert vision_serving(demo_checkpoint, demo_config(), MediaPolicy()).merge_size == 2
+    assert vision_serving(demo_path, replace(demo_config(), vision=None), MediaPolicy()) is None
+    assert vision_serving(demo_path, demo_config(), MediaPolicy()).merge_size == 2

@@ -42,10 +42,10 @@ def test_bad_usage_exits_2_with_a_hint(tmp_path):
     assert bad.returncode == 2 and "--max-running-requests" in bad.stderr
 
 
-def test_serve_subprocess_answers_the_openai_client(demo_checkpoint):
+def test_serve_subprocess_answers_the_openai_client(demo_path):
     env = {**os.environ, "QWEN35_API_KEY": "sk-cli"}
     process = subprocess.Popen(
-        [QWEN35, "serve", "--model", str(demo_checkpoint), "--port", "0", "--served-model-name", "demo",
+        [QWEN35, "serve", "--model", str(demo_path), "--port", "0", "--served-model-name", "demo",
          "--max-model-len", "128", "--max-running-requests", "2", "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue = queue.Queue()
