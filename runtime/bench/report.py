@@ -20,6 +20,11 @@ def ratios(result: dict) -> dict:
         out["decode_speedup"][str(row["batch"])] = row["tokens_per_s"] / other["tokens_per_s"] if other else None
     peak, base_peak = ours.get("peak_memory_bytes"), base.get("peak_memory_bytes")
     out["peak_memory_ratio"] = peak / base_peak if peak and base_peak else None
+    speculative = result.get("speculative") or {}
+    plain = _by(ours["decode"], "batch").get(1, {}).get("tokens_per_s")
+    out["speculative_speedup"] = {  # MTP tokens/s over plain batch-1 decode
+        label: speculative[label]["tokens_per_s"] / plain if plain else None
+        for label in ("as_is", "guessing_head") if label in speculative}
     return out
 
 
@@ -82,9 +87,8 @@ def render(result: dict) -> str:
         if "skipped" in speculative:
             lines.append(f"MTP speculation: skipped: {speculative['skipped']}")
         else:
-            plain = _by(ours["decode"], "batch").get(1, {}).get("tokens_per_s")
-            for label, row in (("head as is", speculative["as_is"]), ("guessing head", speculative["guessing_head"])):
-                speedup = row["tokens_per_s"] / plain if plain else None
+            for key, label in (("as_is", "head as is"), ("guessing_head", "guessing head")):
+                row, speedup = speculative[key], rat["speculative_speedup"].get(key)
                 lines.append(f"MTP k={row['speculative_tokens']} b=1, {label:<13} {row['tokens_per_s']:>10.1f} tok/s "
                              f"{_ratio(speedup)} of plain decode  acceptance {_num(row['acceptance'], '.2f')}  "
                              f"{row['step_ms']:.2f} ms/step")

@@ -59,7 +59,11 @@ def test_quick_run_json_holds_every_figure(quick_run):
 
 def test_quick_run_times_mtp_speculation_as_is_and_with_a_guessing_head(quick_run):
     _, saved, _ = quick_run
-    speculative = json.loads(saved.read_text())["speculative"]
+    result = json.loads(saved.read_text())
+    speculative = result["speculative"]
+    plain = next(row["tokens_per_s"] for row in result["ours"]["decode"] if row["batch"] == 1)
+    assert result["ratios"]["speculative_speedup"] == {
+        key: pytest.approx(speculative[key]["tokens_per_s"] / plain) for key in ("as_is", "guessing_head")}
     as_is, guessing = speculative["as_is"], speculative["guessing_head"]
     for row in (as_is, guessing):
         assert row["speculative_tokens"] == 2 and row["tokens_per_s"] > 0 and row["steps"] == 3
