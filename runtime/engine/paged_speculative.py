@@ -5,7 +5,7 @@ only where the main model's state lives differs:
   - verify: each row's [t_L, d_1 .. d_k] run as one packed batch of T = k + 1 tokens per row.
     Full-attention K/V go to pages grown for the T tokens (as a prefill chunk's do); Gated
     DeltaNet state is read from the row's slot but not written, and each GDN layer keeps its
-    deferred inputs (verify.DeferredLinearState) as verify.verify_forward does;
+    inputs (DeferredRawGates), as verify.verify_forward does;
   - commit: each row's slot gets the conv and recurrent state of its accepted prefix, rebuilt
     from the untouched slot with the rejected tokens' beta and log-decay zeroed (an exact
     identity update, as verify.commit_accepted), and `BlockManager.truncate` rolls the row's
@@ -21,12 +21,11 @@ Design:
     one layer, so its KV stays the eager per-row DraftCache rather than a second page pool.
   - Prefill chunks feed the head row by row (one small MTP forward per chunk, as
     SpeculativeRunner.prefill does); decode feeds all rows in one.
-  - Verify and commit follow the kernel set: on the Triton set the verify conv and recurrence
-    and the commit's recurrence are one launch each per GDN layer (kernels/gated_delta_rule/
-    triton_verify.py; the commit re-runs the accepted tokens only, from the raw gate
-    projections it keeps); on the torch set they are the references (causal_conv1d,
-    recurrent_gated_delta_rule, with the rejected tokens' gates zeroed). No CUDA graph for the
-    verify. Decode keeps the selected kernels and its CUDA graphs, captured around
+  - Verify and commit are ops of the kernel set (conv_verify, gdr_verify, gdr_commit): on the
+    Triton set one launch each per GDN layer (kernels/gated_delta_rule/triton_verify.py; the
+    commit re-runs the accepted tokens only, from the raw gate projections kept); on the torch
+    set the references (causal_conv1d, recurrent_gated_delta_rule with the rejected tokens'
+    gates zeroed). No CUDA graph for the verify. Decode keeps the selected kernels and its CUDA graphs, captured around
     `_run_decode` which here returns hidden states (the logits matmul runs after the replay).
   - Text only: speculation takes no images or videos (SpeculativeRunner neither), so a
     prefill chunk with media is refused; every row's rope delta stays 0.
@@ -42,17 +41,11 @@ from dataclasses import dataclass, field
 import torch
 
 from qwen35.runtime.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
-from qwen35.runtime.engine.kv_pool import KVPool
-from qwen35.runtime.engine.paged_kernels import Kernels, gates
 from qwen35.runtime.engine.paged_model import DecodeBatch, PagedTextModel, PrefillBatch
 from qwen35.runtime.engine.paged_runner import PagedModelRunner
 from qwen35.runtime.engine.speculative import SpeculativeRunner
-from qwen35.runtime.engine.state_pool import StatePool
-from qwen35.runtime.kernels.causal_conv1d import causal_conv1d
-from qwen35.runtime.kernels.gated_delta_rule import recurrent_gated_delta_rule
 from qwen35.runtime.model.linear_attention import GatedDeltaNet
 from qwen35.runtime.model.qwen35_model import Qwen35Model
-from qwen35.runtime.model.verify import DeferredLinearState
 
 
 @dataclass
@@ -60,13 +53,12 @@ class VerifyBatch(PrefillBatch):
     """A prefill batch of num_tokens tokens per row whose GDN layers defer their state update."""
 
     num_tokens: int = 1  # T = k + 1, the same for every row
-    # filled by the forward: DeferredRawGates on the Triton set, DeferredLinearState on the torch set
-    linear: dict[int, DeferredLinearState | DeferredRawGates] = field(default_factory=dict)
+    linear: dict[int, DeferredRawGates] = field(default_factory=dict)  # filled by the forward
 
 
 @dataclass
 class DeferredRawGates:
-    """A GDN layer's verify inputs kept for the Triton commit, which computes the gates in-kernel from a, b."""
+    """A GDN layer's verify inputs, kept for the commit (which computes the gates from a and b)."""
 
     window: torch.Tensor  # [B, conv_dim, K-1+T]: the rows' conv state, then the T new conv inputs
     query: torch.Tensor  # [B, T, Hk, Dk], views into the conv output
@@ -80,16 +72,6 @@ class DeferredRawGates:
 
 class PagedHiddenModel(PagedTextModel):
     """PagedTextModel with final-normed hidden states out, and the deferred-state verify forward."""
-
-    def __init__(self, model: Qwen35Model, kv: KVPool, state: StatePool, kernels: Kernels):
-        super().__init__(model, kv, state, kernels)
-        # The Triton set verifies and commits with the fused kernels (one launch per op and layer),
-        # imported here, as paged_kernels.triton_kernels does, so TRITON_INTERPRET set beforehand
-        # takes effect; the torch set keeps the reference kernels.
-        self.verify_ops = None
-        if kernels.name == "triton":
-            from qwen35.runtime.kernels.gated_delta_rule import triton_verify
-            self.verify_ops = triton_verify
 
     def prefill_hidden(self, batch: PrefillBatch) -> torch.Tensor:
         """Hidden states [N, H] of every packed token; writes KV and (unless a VerifyBatch) GDN state."""
@@ -115,28 +97,14 @@ class PagedHiddenModel(PagedTextModel):
         gate = gdn.in_proj_z(x).view(tokens, gdn.num_v_heads, gdn.head_v_dim)
         conv_weight = gdn.conv1d.weight.squeeze(1)
         conv_pool, state_pool = self.state.conv[gdn.layer_idx], self.state.recurrent[gdn.layer_idx]
-        if self.verify_ops is not None:
-            conv_out, window = self.verify_ops.causal_conv1d_verify(mixed, conv_weight, conv_pool, batch.state_slots)
-        else:
-            conv_state = conv_pool.index_select(0, batch.state_slots.long())
-            conv_out, _ = causal_conv1d(mixed, conv_weight, conv_state)
-            window = torch.cat([conv_state.to(conv_weight.dtype), mixed.transpose(1, 2).to(conv_weight.dtype)],
-                               dim=-1)
+        conv_out, window = self.kernels.conv_verify(mixed, conv_weight, conv_pool, batch.state_slots)
         query, key, value = conv_out.split([gdn.key_dim, gdn.key_dim, gdn.value_dim], dim=-1)
         query = query.reshape(rows, length, gdn.num_k_heads, gdn.head_k_dim)
         key = key.reshape(rows, length, gdn.num_k_heads, gdn.head_k_dim)
         value = value.reshape(rows, length, gdn.num_v_heads, gdn.head_v_dim)
         a, b = gdn.in_proj_a(x).view(rows, length, -1), gdn.in_proj_b(x).view(rows, length, -1)
-        if self.verify_ops is not None:
-            core = self.verify_ops.fused_recurrent_gated_delta_rule_verify(
-                query, key, value, a, b, gdn.A_log, gdn.dt_bias, state_pool, batch.state_slots)
-            deferred = DeferredRawGates(window, query, key, value, a, b, gdn.A_log, gdn.dt_bias)
-        else:
-            log_decay, beta = gates(a, b, gdn.A_log, gdn.dt_bias)
-            recurrent_state = state_pool.index_select(0, batch.state_slots.long())
-            core, _ = recurrent_gated_delta_rule(query, key, value, log_decay, beta, initial_state=recurrent_state)
-            deferred = DeferredLinearState(window, query, key, value, log_decay, beta)
-        batch.linear[gdn.layer_idx] = deferred
+        core = self.kernels.gdr_verify(query, key, value, a, b, gdn.A_log, gdn.dt_bias, state_pool, batch.state_slots)
+        batch.linear[gdn.layer_idx] = DeferredRawGates(window, query, key, value, a, b, gdn.A_log, gdn.dt_bias)
         core = self.kernels.gated_rmsnorm(core.reshape(tokens, gdn.num_v_heads, gdn.head_v_dim), gate,
                                           gdn.norm.weight, gdn.norm.eps)
         return gdn.out_proj(core.reshape(tokens, gdn.value_dim))
@@ -239,12 +207,8 @@ class PagedSpeculativeRunner(PagedModelRunner):
 
     def _commit(self, rows: list[int], batch: VerifyBatch, accepted: torch.Tensor) -> None:
         """Keep the first accepted[b] (1..T) verified tokens of each row: GDN slots, then lengths and pages."""
-        length = batch.num_tokens
         accepted = accepted.to(device=self.device, dtype=torch.long)
         slots = batch.state_slots.long()
-        verify_ops = self.forward.verify_ops
-        if verify_ops is None:
-            keep = (torch.arange(length, device=self.device)[None, :] < accepted[:, None])[..., None]  # [B, T, 1]
         # After a tokens the conv state is window[..., a : a + K-1]: the last K-1 inputs seen. Every
         # GDN layer has the same conv shape, so one index serves them all.
         width = self.model.config.text.linear_conv_kernel_dim - 1
@@ -253,16 +217,9 @@ class PagedSpeculativeRunner(PagedModelRunner):
             window = deferred.window
             conv = window.gather(2, index.expand(-1, window.shape[1], -1))
             self.state.conv[layer].index_copy_(0, slots, conv.to(self.state.conv[layer].dtype))
-            if verify_ops is not None:  # the slot is advanced in place by the first accepted[b] tokens
-                verify_ops.fused_recurrent_gated_delta_rule_commit(
-                    deferred.query, deferred.key, deferred.value, deferred.a, deferred.b, deferred.A_log,
-                    deferred.dt_bias, self.state.recurrent[layer], batch.state_slots, accepted)
-            else:
-                _, recurrent = recurrent_gated_delta_rule(
-                    deferred.query, deferred.key, deferred.value,
-                    deferred.log_decay.masked_fill(~keep, 0.0), deferred.beta.masked_fill(~keep, 0.0),
-                    initial_state=self.state.recurrent[layer].index_select(0, slots))
-                self.state.recurrent[layer].index_copy_(0, slots, recurrent)
+            self.kernels.gdr_commit(deferred.query, deferred.key, deferred.value, deferred.a, deferred.b,
+                                    deferred.A_log, deferred.dt_bias, self.state.recurrent[layer],
+                                    batch.state_slots, accepted)
         for row, (_, _, cached), count in zip(rows, batch.bounds, accepted.tolist()):
             self.blocks.truncate(row, cached + count)
 

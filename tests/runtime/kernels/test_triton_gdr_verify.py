@@ -173,7 +173,9 @@ generator = torch.Generator().manual_seed(int(sys.argv[2]))
 prompts = [torch.randint(0, 248000, (n,), generator=generator).tolist() for n in (6, 3)]
 budget = 7
 runner = PagedSpeculativeRunner(model, 2, 32, 2, page_size=16, kernels="triton")
-assert runner.kernels.name == "triton" and runner.forward.verify_ops is triton_verify
+assert runner.kernels.name == "triton"
+assert runner.kernels.gdr_verify is triton_verify.fused_recurrent_gated_delta_rule_verify
+assert runner.kernels.gdr_commit is triton_verify.fused_recurrent_gated_delta_rule_commit
 rows = [0, 1]
 accepted = drafted = 0
 with torch.inference_mode():
