@@ -14,7 +14,6 @@ from qwen35.runtime.bench.machine import copy_bandwidth, machine_info, peak_memo
 from qwen35.runtime.bench.report import ratios
 from qwen35.runtime.bench.server_load import poisson_load
 from qwen35.runtime.bench.workloads import FULL, QUICK, Workload
-from qwen35.runtime.engine.memory_sizing import budget_for
 from qwen35.runtime.engine.paged_runner import build_paged_runner
 from qwen35.runtime.model.checkpoint import resolve_checkpoint_dir
 from qwen35.runtime.model.loader import load_model, resolve_dtype
@@ -48,15 +47,10 @@ def _model_summary(model, root: Path, dtype: torch.dtype) -> dict:
             "hidden_size": text.hidden_size, "layers": text.num_hidden_layers, "moe": text.is_moe}
 
 
-def _build_runner(model, workload: Workload, options: BenchOptions, device: torch.device):
-    """The paged runner, pools sized by slot_pools: measured free memory on CUDA, an exact budget on CPU."""
-    budget = None
-    if device.type != "cuda":
-        rows = workload.max_batch
-        budget = budget_for(model.config.text, rows, rows * workload.max_len + options.page_size, workload.max_len,
-                            model.output_weight.dtype)
+def _build_runner(model, workload: Workload, options: BenchOptions):
+    """The paged runner, pools sized by slot_pools: measured free memory on CUDA, every row full on CPU."""
     return build_paged_runner(model, workload.max_len, workload.max_batch, page_size=options.page_size,
-                              budget_bytes=budget, prefill_chunk=workload.prefill_chunk, kernels=options.kernels,
+                              prefill_chunk=workload.prefill_chunk, kernels=options.kernels,
                               cuda_graphs=options.cuda_graphs)
 
 
@@ -77,7 +71,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda me
     reset_peak_memory(device)
     model = load_model(root, device=device, dtype=dtype, progress=False)
     result["model"] = _model_summary(model, root, dtype)
-    runner, sizing = _build_runner(model, workload, options, device)
+    runner, sizing = _build_runner(model, workload, options)
     result["sizing"] = sizing
     progress("prefill")
     ours = {"kernels": runner.kernels.name, "cuda_graphs": runner.graphs is not None,
@@ -113,11 +107,7 @@ def _bench_speculation(model, workload: Workload, options: BenchOptions, device:
     max_len = workload.prompt_len + (workload.decode_steps + 3) * (k + 1) + 8
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.empty_cache()
-    budget = None if device.type == "cuda" else budget_for(
-        model.config.text, 1, max_len + k + 1 + options.page_size, max_len + k + 1 + options.page_size,
-        model.output_weight.dtype)
-    runner, _ = build_paged_runner(model, max_len, 1, page_size=options.page_size, budget_bytes=budget,
-                                   prefill_chunk=workload.prompt_len, kernels=options.kernels,
+    runner, _ = build_paged_runner(model, max_len, 1, page_size=options.page_size, prefill_chunk=workload.prompt_len, kernels=options.kernels,
                                    cuda_graphs=options.cuda_graphs, speculative_tokens=k)
     as_is = bench_speculative(runner, workload, device)
     guessing_mtp_head(model)

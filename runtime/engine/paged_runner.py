@@ -22,7 +22,7 @@ import torch
 
 from qwen35.runtime.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
 from qwen35.runtime.engine.kv_pool import BlockManager, KVPool, pages_for
-from qwen35.runtime.engine.memory_sizing import measure_budget, plan_pools, planner_budget, sizing_report
+from qwen35.runtime.engine.memory_sizing import budget_for, measure_budget, plan_pools, planner_budget, sizing_report
 from qwen35.runtime.engine.multimodal import MediaInputs, PreparedMedia, prepare_media
 from qwen35.runtime.engine.paged_kernels import select_kernels
 from qwen35.runtime.engine.paged_model import DecodeBatch, PagedTextModel, PrefillBatch
@@ -243,8 +243,10 @@ def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, pa
                        cuda_graphs: bool = True, speculative_tokens: int = 0) -> tuple[PagedModelRunner, dict]:
     """A runner whose pools are sized by planner.memory.slot_pools; returns it with the sizing report.
 
-    The budget for KV + state is `budget_bytes` when given (required on the CPU); on CUDA it is
-    measured after a warm-up prefill of prefill_chunk tokens and a decode step. With
+    The budget for KV + state is `budget_bytes` when given. Otherwise, on CUDA it is measured after
+    a warm-up prefill of prefill_chunk tokens and a decode step; elsewhere nothing is measured and
+    the pools hold exactly max_running rows of full context in whole pages (what the eager runner
+    holds). With
     speculative_tokens k the runner is a PagedSpeculativeRunner: rows hold max_len + k + 1 tokens,
     and a measured budget first gives up what the MTP head's own per-row KV cache takes.
     """
@@ -261,6 +263,9 @@ def build_paged_runner(model: Qwen35Model, max_len: int, max_running: int, *, pa
             * text.head_dim * dtype.itemsize
         draft_bytes += 3 * max_running * (speculative_tokens + 1) * text.vocab_size * 4
     measured = None
+    if budget_bytes is None and device.type != "cuda":
+        per_row = pages_for(capacity, page_size) * page_size
+        budget_bytes = budget_for(text, max_running, max_running * per_row, per_row, dtype)
     if budget_bytes is None:
         def warm_up() -> None:
             scratch = PagedModelRunner(model, 1, prefill_chunk + 1, page_size=page_size, kernels=kernels,

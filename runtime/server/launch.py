@@ -136,7 +136,7 @@ def build_app(options: ServeOptions, progress: bool = True):
         raise InputError(f"--speculative-tokens needs the checkpoint's MTP head, and {root} has none "
                          "(mtp_num_hidden_layers is 0)", "drop --speculative-tokens, or serve a checkpoint with mtp.*")
     chunk = options.prefill_chunk_size or (PREFILL_CHUNK_CPU if device == "cpu" else PREFILL_CHUNK_GPU)
-    runner, pools = build_runner(model, options, device, context, chunk)
+    runner, pools = build_runner(model, options, context, chunk)
     running = min(options.max_running_requests, runner.num_rows)
     config = EngineConfig(max_running_requests=running, max_queue=options.max_queue,
                           max_model_len=context, prefill_chunk_size=chunk,
@@ -165,7 +165,7 @@ def build_app(options: ServeOptions, progress: bool = True):
     return create_app(engine, tokenizer, settings), summary
 
 
-def build_runner(model, options: ServeOptions, device: str, context: int, prefill_tokens: int):
+def build_runner(model, options: ServeOptions, context: int, prefill_tokens: int):
     """The model runner `options.runner` asks for, and the paged runner's pool sizing report (else None).
 
     auto is the paged runner (KV pages, state slots, Triton kernels and CUDA graphs on a GPU),
@@ -174,7 +174,6 @@ def build_runner(model, options: ServeOptions, device: str, context: int, prefil
     prefill (2 x the chunk: the scheduler's per-step budget) and a decode; on the CPU exactly
     rows x context in whole pages, as the eager runner holds.
     """
-    from qwen35.runtime.engine.memory_sizing import budget_for
     from qwen35.runtime.engine.paged_runner import build_paged_runner
     from qwen35.runtime.engine.runner import TorchModelRunner
     from qwen35.runtime.engine.speculative import SpeculativeRunner
@@ -184,13 +183,8 @@ def build_runner(model, options: ServeOptions, device: str, context: int, prefil
         if drafts:
             return SpeculativeRunner(model, num_rows=rows, max_len=context, num_speculative_tokens=drafts), None
         return TorchModelRunner(model, num_rows=rows, max_len=context), None
-    text = model.config.text
-    dtype = model.output_weight.dtype
-    capacity = context + (drafts + 1 if drafts else 0)  # a verify writes k + 1 tokens past what it keeps
-    per_row = -(-capacity // PAGE_SIZE) * PAGE_SIZE  # whole pages: the pool is counted in pages
-    budget = budget_for(text, rows, rows * per_row, per_row, dtype) if device == "cpu" else None
     try:
-        runner, report = build_paged_runner(model, context, rows, page_size=PAGE_SIZE, budget_bytes=budget,
+        runner, report = build_paged_runner(model, context, rows, page_size=PAGE_SIZE,
                                             prefill_chunk=2 * prefill_tokens, speculative_tokens=drafts)
     except ValueError as error:
         raise InputError(str(error), "pass a smaller --max-model-len, or free GPU memory") from None

@@ -184,7 +184,7 @@ def test_serve_on_cuda_sizes_pools_from_measured_memory_and_matches_eager(demo_p
     model = load_model(demo_path, device="cuda", dtype="fp32", progress=False)
     spread_weights(model, seed=7)
     options = ServeOptions(model=str(demo_path), device="cuda", max_running_requests=4)
-    runner, pools = build_runner(model, options, "cuda", 256, 64)
+    runner, pools = build_runner(model, options, 256, 64)
     assert pools["measured"]["budget_bytes"] > 0 and runner.graphs is not None
     assert 0.95 <= pools["allocated_over_planned"] <= 1.05
     prompts = prompts_of((40, 7, 65, 16, 33, 1), seed=3)
