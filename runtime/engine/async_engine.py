@@ -289,13 +289,25 @@ class AsyncEngine:
     def _retire_locked(self, handle: RequestHandle, reason: str,
                        error: str | None = None) -> GenerationOutput | None:
         """Drop a sequence from the scheduler and the books; its last output unless it already has one."""
-        self._finish(handle.seq)
-        self._handles.pop(handle.seq_id, None)
-        self._generations.pop(handle.seq_id, None)
+        self._forget(handle)
         if handle.done:
             return None
         seq = handle.seq
         return GenerationOutput([], "", len(seq.prompt_ids), len(seq.output_ids), finish_reason=reason, error=error)
+
+    def _forget(self, handle: RequestHandle) -> None:
+        """Free the sequence's row and drop it from the books (under the lock)."""
+        self._finish(handle.seq)
+        self._handles.pop(handle.seq_id, None)
+        self._generations.pop(handle.seq_id, None)
+
+    def _post(self, deliveries: list[tuple[RequestHandle, GenerationOutput]]) -> bool:
+        """Hand outputs to the event loop from the engine thread; False once the loop is closed."""
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, deliveries, time.monotonic())
+        except RuntimeError:  # the loop is closed: nobody is left to read the streams
+            return False
+        return True
 
     def _take_released_rows(self) -> list[int]:
         """The rows whose sequences ended since the last call (the engine thread frees their pages)."""
@@ -313,10 +325,7 @@ class AsyncEngine:
                 self._stopping = True
                 ended = [(handle, output) for handle in list(self._handles.values())
                          if (output := self._retire_locked(handle, "error", f"the engine stopped: {failure}"))]
-            try:
-                self._loop.call_soon_threadsafe(self._deliver, ended, time.monotonic())
-            except RuntimeError:
-                pass  # the loop is closed: nobody is left to read the streams
+            self._post(ended)
 
     def _step_until_stopped(self) -> None:
         """Step while there is work, sleep on the condition when there is none."""
@@ -339,11 +348,8 @@ class AsyncEngine:
                 logger.exception("engine step failed")
                 results, error = [], failure
             deliveries = self._settle(plan, results, error)
-            if deliveries:
-                try:
-                    self._loop.call_soon_threadsafe(self._deliver, deliveries, time.monotonic())
-                except RuntimeError:  # the event loop is closed: nobody is left to read outputs
-                    return
+            if deliveries and not self._post(deliveries):
+                return
 
     def _settle(self, plan: StepPlan, results: list[tuple[int, GenerationOutput]],
                 error: Exception | None) -> list[tuple[RequestHandle, GenerationOutput]]:
@@ -364,9 +370,7 @@ class AsyncEngine:
                 if handle is None or seq_id in self._pending_aborts:
                     continue
                 if output.finish_reason is not None:
-                    self._finish(handle.seq)
-                    self._handles.pop(seq_id, None)
-                    self._generations.pop(seq_id, None)
+                    self._forget(handle)
                 deliveries.append((handle, output))
             for seq_id in self._pending_aborts:
                 handle = self._handles.get(seq_id)
