@@ -1,9 +1,9 @@
 """Engine-vs-reference greedy agreement on a CUDA GPU, over 256 tokens per prompt.
 
-The paged runner (Triton kernels, paged KV, state slots, CUDA-graph decode) against the
-reference TorchModelRunner (torch kernels, per-row cache), driven by the same scheduler loop:
-prompts of awkward lengths (page and chunk boundaries), chunked prefill, fewer rows than
-prompts (slots and pages reused). fp32 must match token for token (exit 1 otherwise); bf16
+The engine with the Triton kernel set and CUDA-graph decode against the same engine with the
+torch reference kernels (the correctness oracle, itself held to transformers by the CPU tests),
+both driven by LLMEngine.step: prompts of awkward lengths (page and chunk boundaries), chunked
+prefill, fewer slots than prompts (slots and pages reused). fp32 must match token for token (exit 1 otherwise); bf16
 and graphs-vs-eager are reported with their first divergence. The checkpoint's matrices are
 redrawn at O(1/sqrt(fan_in)) first, so greedy decoding does not collapse to one repeated token.
 
@@ -16,13 +16,13 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
-from qwen35.runtime.bench.agreement import compare_runners, first_divergence, greedy_generate, spread_weights
+from qwen35.runtime.bench.agreement import compare_engines, first_divergence, greedy_generate, spread_weights
 from qwen35.runtime.bench.workloads import random_prompts
-from qwen35.runtime.engine.paged_runner import PagedModelRunner
-from qwen35.runtime.engine.runner import TorchModelRunner
+from qwen35.runtime.engine.config import EngineConfig
 from qwen35.runtime.model.loader import load_model
 
 PROMPT_LENGTHS = (1, 15, 16, 17, 63, 64, 65, 200, 333, 1000)
@@ -35,20 +35,20 @@ def _prompts(vocab: int) -> list[list[int]]:
 
 
 def agreement(model_dir: str, dtype: torch.dtype, tokens: int) -> dict:
-    """Paged (graphs on) vs reference tokens, and paged graphs vs paged eager, for one dtype."""
+    """Triton + graphs vs torch-reference tokens, and Triton graphs vs Triton eager, for one dtype."""
     model = load_model(model_dir, device="cuda", dtype=dtype, progress=False)
     spread_weights(model, seed=0)
     prompts = _prompts(model.config.text.vocab_size)
-    max_len = max(PROMPT_LENGTHS) + tokens + 8
+    config = EngineConfig(max_running_requests=ROWS, max_model_len=max(PROMPT_LENGTHS) + tokens + 8,
+                          prefill_chunk_size=CHUNK, kernels="triton")
     start = time.perf_counter()
-    paged = PagedModelRunner(model, ROWS, max_len, page_size=16)
-    result = compare_runners(paged, TorchModelRunner(model, ROWS, max_len), prompts, tokens, CHUNK)
-    graphs = greedy_generate(paged, prompts, tokens, CHUNK)
-    eager = greedy_generate(PagedModelRunner(model, ROWS, max_len, page_size=16, cuda_graphs=False), prompts,
-                            tokens, CHUNK)
+    reference = replace(config, kernels="torch", cuda_graphs=False)
+    result = compare_engines(model, config, reference, prompts, tokens)
+    graphs = greedy_generate(model, config, prompts, tokens)
+    eager = greedy_generate(model, replace(config, cuda_graphs=False), prompts, tokens)
     result["graphs_vs_eager_first_divergence"] = [first_divergence(a, b) for a, b in zip(graphs, eager)]
     result.update(dtype=str(dtype).removeprefix("torch."), seconds=time.perf_counter() - start)
-    del paged, model
+    del model
     torch.cuda.empty_cache()
     return result
 

@@ -5,7 +5,7 @@
 On a GPU a decode step of the 0.8B shape is about a millisecond (PERF.md), so what the engine
 does around the model (schedule, stage inputs, sample, read the tokens back, detokenize, stop
 checks, hand outputs to the event loop) must stay well below that for the runner's speed to
-reach clients. Here the runner returns preallocated logits at once, so the measured time per
+reach clients. Here the runner returns preallocated logits at once (through the real sampler), so the measured time per
 step is that surrounding work alone: the host ceiling on tokens/s for that batch, whatever the
 GPU. Sampling is greedy over the given vocabulary on the CPU (on a GPU it is a launch and the
 read-back sync); detokenization uses the demo checkpoint's real tokenizer.
@@ -25,59 +25,52 @@ import time
 import torch
 
 from qwen35.runtime.demo import write_demo_checkpoint
-from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
+from qwen35.runtime.engine.async_engine import AsyncEngine
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import LLMEngine
 from qwen35.runtime.engine.sampling import SamplingParams
+from qwen35.runtime.engine.stand_in import LogitsRunner
 from qwen35.runtime.tokenizer.tokenizer import load_tokenizer
 
 
-class FreeRunner:
-    """A ModelRunner whose logits are ready-made: every row's argmax walks through `token_ids`."""
+class FreeRunner(LogitsRunner):
+    """Ready-made logits: every sequence's argmax walks through `token_ids`."""
 
-    def __init__(self, num_rows: int, max_len: int, vocab_size: int, token_ids: list[int], model_s: float = 0.0):
-        self.num_rows, self.max_len, self.vocab_size = num_rows, max_len, vocab_size
+    def __init__(self, num_slots: int, max_len: int, vocab_size: int, token_ids: list[int], model_s: float = 0.0):
+        super().__init__(num_slots, max_len, vocab_size)
         self.model_s = model_s
-        self.device = torch.device("cpu")
-        self.logits = []
-        for token in token_ids:  # one [rows, V] tensor per token to emit, cycled through
-            logits = torch.zeros(num_rows, vocab_size)
+        self.table = []
+        for token in token_ids:  # one [slots, V] tensor per token to emit, cycled through
+            logits = torch.zeros(num_slots, vocab_size)
             logits[:, token] = 1.0
-            self.logits.append(logits)
+            self.table.append(logits)
         self.calls = 0
 
-    def reset_row(self, row: int) -> None:
-        pass
-
-    def prefill(self, row: int, token_ids: list[int]) -> torch.Tensor:
-        return self._next(1)[0]
-
-    def decode(self, rows: list[int], token_ids: list[int]) -> torch.Tensor:
-        return self._next(len(rows))
-
-    def _next(self, size: int) -> torch.Tensor:
+    def logits(self, seqs) -> torch.Tensor:
         self.calls += 1
         if self.model_s:
             time.sleep(self.model_s)  # a GPU forward's wall time, the GIL released as in a CUDA sync
-        return self.logits[self.calls % len(self.logits)][:size]
+        return self.table[self.calls % len(self.table)][:len(seqs)]
 
 
-async def measure(runner: FreeRunner, tokenizer, batch: int, tokens: int) -> dict:
+async def measure(runner: FreeRunner, max_len: int, tokenizer, batch: int, tokens: int) -> dict:
     """Seconds per engine step while `batch` sequences decode `tokens` tokens each."""
-    config = EngineConfig(max_running_requests=batch, max_queue=batch, max_model_len=runner.max_len)
-    engine = AsyncEngine(runner, tokenizer, config)
+    config = EngineConfig(max_running_requests=batch, max_queue=batch, max_model_len=max_len)
+    engine = AsyncEngine(LLMEngine(runner, config, tokenizer))
     await engine.start()
     try:
         params = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
         prompt = list(range(1000, 1016))
         handles = [engine.submit(prompt, [params])[0] for _ in range(batch)]
         first = [await handle.__anext__() for handle in handles]  # every sequence decoding
-        steps_before, start = engine.steps, time.perf_counter()
+        steps_before, start = engine.engine.steps, time.perf_counter()
 
         async def drain(handle) -> int:
             return sum([len(output.token_ids) async for output in handle])
 
         received = sum(await asyncio.gather(*(drain(h) for h in handles))) + sum(len(o.token_ids) for o in first)
         seconds = time.perf_counter() - start
-        steps = engine.steps - steps_before
+        steps = engine.engine.steps - steps_before
     finally:
         await engine.stop()
     assert received == batch * tokens, (received, batch * tokens)
@@ -104,8 +97,9 @@ def main() -> None:
           f"per forward (median of {args.repeats})")
     print(f"{'batch':>6} {'steps':>6} {'us/step':>9} {'us/step beyond model':>21} {'tok/s':>9}")
     for batch in args.batches:
-        runner = FreeRunner(batch, args.tokens + 32, args.vocab, token_ids, args.model_ms / 1e3)
-        runs = [asyncio.run(measure(runner, tokenizer, batch, args.tokens)) for _ in range(args.repeats)]
+        max_len = args.tokens + 32
+        runs = [asyncio.run(measure(FreeRunner(batch, max_len, args.vocab, token_ids, args.model_ms / 1e3), max_len,
+                                    tokenizer, batch, args.tokens)) for _ in range(args.repeats)]
         best = sorted(runs, key=lambda r: r["us_per_step"])[len(runs) // 2]
         exposed = best["us_per_step"] - args.model_ms * 1e3
         print(f"{batch:>6} {best['steps']:>6} {best['us_per_step']:>9.0f} {exposed:>21.0f} "

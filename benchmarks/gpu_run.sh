@@ -67,10 +67,10 @@ EOF"
 # Kernel checks and timings (the kernel engineer's script): error vs reference in fp32/bf16, GB/s.
 step kernels 150 "$PY" "$ROOT/benchmarks/kernels.py" --models 0.8B --json "$OUT/kernels.json"
 
-# GPU-marked tests of the engine: CUDA graphs vs eager, Triton vs reference, measured pool sizing, and
-# the served engine (paged runner, measured pools, graphs) against the eager runner.
-step tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider "$ROOT/tests/runtime/engine/test_paged_runner.py" \
-    "$ROOT/tests/runtime/engine/test_memory_sizing.py" "$ROOT/tests/runtime/engine/test_engine_paged_pools.py"
+# GPU-marked tests of the engine: CUDA-graph decode vs eager, the Triton kernel set vs the torch set,
+# measured pool sizing and `serve` on CUDA.
+step tests 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider "$ROOT/tests/runtime/engine/test_engine.py" \
+    "$ROOT/tests/runtime/engine/test_memory_sizing.py"
 
 SHAPE_DIR="$QWEN35_BENCH_DIR/random-0.8b"
 if [[ " $STEPS " == *" agreement "* || " $STEPS " == *" bench "* ]]; then
@@ -78,7 +78,7 @@ if [[ " $STEPS " == *" agreement "* || " $STEPS " == *" bench "* ]]; then
         >> "$OUT/run.log" 2>&1 || echo "writing the 0.8B shape failed: see run.log" >&2
 fi
 
-# Paged runner vs TorchModelRunner, greedy, 256 tokens per prompt: fp32 must match exactly.
+# The engine on the Triton kernel set vs the torch set, greedy, 256 tokens per prompt, fp32.
 step agreement 200 "$PY" "$ROOT/benchmarks/engine_agreement.py" --model "$SHAPE_DIR" --tokens 256 \
     --json "$OUT/agreement.json"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 
 def ensure_import_root() -> None:
@@ -83,11 +82,6 @@ def fresh(inputs: dict) -> dict:
     return {k: v.clone() if k.endswith("pool") else v for k, v in inputs.items()}
 
 
-def gates(a, b, A_log, dt_bias):
-    """Qwen3.5's gates in fp32: g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b)."""
-    return -A_log.float().exp() * F.softplus(a.float() + dt_bias.float()), b.float().sigmoid()
-
-
 # ---- gated delta rule ----------------------------------------------------------------------
 
 def _gdr_inputs(shape: ModelShape, lengths: list[int], decode: bool):
@@ -143,15 +137,10 @@ def _gdr_verify_fast(x):
 
 
 def _gdr_verify_ref(x):
-    g, beta = gates(x["a"], x["b"], x["A_log"], x["dt_bias"])
-    slots = x["slots"].long()
-    out, _ = gdr_ref.recurrent_gated_delta_rule(x["q"], x["k"], x["v"], g, beta, initial_state=x["state_pool"][slots])
-    keep = (torch.arange(x["q"].shape[1], device=slots.device)[None, :] < x["accepted"][:, None].long())[..., None]
-    _, state = gdr_ref.recurrent_gated_delta_rule(x["q"], x["k"], x["v"], g.masked_fill(~keep, 0.0),
-                                                  beta.masked_fill(~keep, 0.0), initial_state=x["state_pool"][slots])
-    pool = x["state_pool"].clone()
-    pool[slots] = state.to(pool.dtype)
-    return out.to(x["q"].dtype), pool
+    args = (x["q"], x["k"], x["v"], x["a"], x["b"], x["A_log"], x["dt_bias"], x["state_pool"], x["slots"])
+    out = gdr_ref.fused_recurrent_gated_delta_rule_verify(*args)
+    gdr_ref.fused_recurrent_gated_delta_rule_commit(*args, x["accepted"])
+    return out, x["state_pool"]
 
 
 def _gdr_decode_fast(x):
@@ -162,13 +151,9 @@ def _gdr_decode_fast(x):
 
 
 def _gdr_decode_ref(x):
-    g, beta = gates(x["a"], x["b"], x["A_log"], x["dt_bias"])
-    slots = x["slots"].long()
-    out, state = gdr_ref.recurrent_gated_delta_rule(
-        x["q"][:, None], x["k"][:, None], x["v"][:, None], g[:, None], beta[:, None],
-        initial_state=x["state_pool"][slots])
-    x["state_pool"][slots] = state
-    return out[:, 0], x["state_pool"]
+    out = gdr_ref.fused_recurrent_gated_delta_rule_update(x["q"], x["k"], x["v"], x["a"], x["b"], x["A_log"],
+                                                          x["dt_bias"], x["state_pool"], x["slots"])
+    return out, x["state_pool"]
 
 
 def _gdr_prefill_fast(x):
@@ -179,17 +164,9 @@ def _gdr_prefill_fast(x):
 
 
 def _gdr_prefill_ref(x):
-    g, beta = gates(x["a"], x["b"], x["A_log"], x["dt_bias"])
-    cu = x["cu_seqlens"].tolist()
-    outs = []
-    for i, slot in enumerate(x["slots"].tolist()):
-        part = slice(cu[i], cu[i + 1])
-        out, state = gdr_ref.chunk_gated_delta_rule(
-            x["q"][None, part], x["k"][None, part], x["v"][None, part], g[None, part], beta[None, part],
-            initial_state=x["state_pool"][slot][None])
-        x["state_pool"][slot] = state[0]
-        outs.append(out[0])
-    return torch.cat(outs), x["state_pool"]
+    out = gdr_ref.chunk_gated_delta_rule_varlen(x["q"], x["k"], x["v"], x["a"], x["b"], x["A_log"], x["dt_bias"],
+                                                x["cu_seqlens"], x["state_pool"], x["slots"])
+    return out, x["state_pool"]
 
 
 def _gdr_bytes(x):
@@ -204,7 +181,7 @@ def _fla_gdr(x, decode: bool):
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
     except ImportError:
         return None
-    g, beta = gates(x["a"], x["b"], x["A_log"], x["dt_bias"])
+    g, beta = gdr_ref.gdn_gates(x["a"], x["b"], x["A_log"], x["dt_bias"])
     group = x["v"].shape[1] // x["q"].shape[1]
     q, k = (t.repeat_interleave(group, dim=1).contiguous() for t in (x["q"], x["k"]))
     v = x["v"].contiguous()
@@ -248,13 +225,8 @@ def _conv_varlen_fast(x):
 
 
 def _conv_varlen_ref(x):
-    cu = x["cu_seqlens"].tolist()
-    outs = []
-    for i, slot in enumerate(x["slots"].tolist()):
-        out, state = conv_ref.causal_conv1d(x["x"][None, cu[i]:cu[i + 1]], x["weight"], x["state_pool"][slot][None])
-        x["state_pool"][slot] = state[0]
-        outs.append(out[0])
-    return torch.cat(outs), x["state_pool"]
+    return conv_ref.causal_conv1d_varlen(x["x"], x["weight"], x["cu_seqlens"], x["state_pool"], x["slots"]), \
+        x["state_pool"]
 
 
 def _conv_update_fast(x):
@@ -264,10 +236,35 @@ def _conv_update_fast(x):
 
 
 def _conv_update_ref(x):
-    slots = x["slots"].long()
-    out, state = conv_ref.causal_conv1d_update(x["x"], x["state_pool"][slots], x["weight"])
-    x["state_pool"][slots] = state
-    return out, x["state_pool"]
+    return conv_ref.causal_conv1d_update(x["x"], x["weight"], x["state_pool"], x["slots"]), x["state_pool"]
+
+
+def _conv_verify_inputs(shape: ModelShape, rows: int, tokens_per_row: int):
+    """A speculative verify's conv: rows x T tokens ([rows, T, D]) after the rows' slots, pool not written."""
+    flat = _conv_inputs(shape, [1] * rows, True)
+
+    def make(device, dtype):
+        gen = torch.Generator(device="cpu").manual_seed(6)
+        inputs = flat(device, dtype)
+        dim = inputs["x"].shape[-1]
+        inputs["x"] = torch.randn(rows, tokens_per_row, dim, generator=gen).to(device, dtype)
+        return inputs
+    return make
+
+
+def _conv_verify_fast(x):
+    from qwen35.runtime.kernels.causal_conv1d.triton import causal_conv1d_verify
+    return causal_conv1d_verify(x["x"], x["weight"], x["state_pool"], x["slots"])
+
+
+def _conv_verify_ref(x):
+    return conv_ref.causal_conv1d_verify(x["x"], x["weight"], x["state_pool"], x["slots"])
+
+
+def _conv_verify_bytes(x):
+    states = x["slots"].numel() * x["state_pool"][0].numel() * x["state_pool"].element_size()
+    # x in, out and the window's copy of x written, the rows' states read and copied into the window.
+    return 3 * _nbytes(x["x"]) + _nbytes(x["weight"]) + 2 * states
 
 
 def _conv_bytes(x):
@@ -418,6 +415,8 @@ def build_cases(shape: ModelShape, tiny: bool = False) -> list[Case]:
     for rows in ([3] if tiny else [1, 32]):
         cases.append(Case("gdr_verify", f"B={rows} T=4", _gdr_verify_inputs(shape, rows, 4), _gdr_verify_fast,
                           _gdr_verify_ref, _gdr_bytes, graphable=False))
+        cases.append(Case("conv_verify", f"B={rows} T=4", _conv_verify_inputs(shape, rows, 4), _conv_verify_fast,
+                          _conv_verify_ref, _conv_verify_bytes, graphable=False))
     prefill_chunks = [[(63, 0), (17, 40), (1, 9)]] if tiny else [[(2048, 0)], [(2048, 14336)], [(512, 2048)] * 8]
     for chunks in prefill_chunks:
         cases.append(Case("paged_prefill", " ".join(f"{new}+{cached}" for new, cached in chunks[:2])

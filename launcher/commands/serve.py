@@ -7,6 +7,10 @@ from typing import List, Optional
 
 import typer
 
+# Torch-free: the engine's and the server's defaults, written once there.
+from qwen35.runtime.server.launch import (DEFAULT_CONTEXT_CPU, DEFAULT_CONTEXT_GPU, PREFILL_CHUNK_CPU, PREFILL_CHUNK_GPU,
+                                          ServeOptions)
+
 HELP = """Serve a Qwen3.5 checkpoint with the bundled runtime behind an OpenAI-compatible API.
 
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
@@ -23,7 +27,7 @@ qwen35 serve --model ./qwen35-demo
 qwen35 serve --model Qwen/Qwen3.5-0.8B --device cuda --port 8000
 QWEN35_API_KEY=secret qwen35 serve --model ./ckpt --max-running-requests 16
 qwen35 serve --model Qwen/Qwen3.5-9B --device cuda --speculative-tokens 3
-qwen35 serve --model ./qwen35-demo --runner eager --max-model-len 4096
+qwen35 serve --model ./qwen35-demo --max-model-len 4096
 qwen35 serve --model ./qwen35-demo --allowed-local-media-path ~/pictures
 curl http://127.0.0.1:8000/v1/chat/completions \\
   -H 'Content-Type: application/json' \\
@@ -34,29 +38,25 @@ curl http://127.0.0.1:8000/v1/chat/completions \\
 
 def serve(
     model: str = typer.Option(..., "--model", "-m", help="Checkpoint directory or hub id (from the local HF cache)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
-    port: int = typer.Option(8000, "--port", help="TCP port (0 picks a free one)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32."),
+    host: str = typer.Option(ServeOptions.host, "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(ServeOptions.port, "--port", help="TCP port (0 picks a free one)."),
+    device: str = typer.Option(ServeOptions.device, "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option(ServeOptions.dtype, "--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32."),
     served_model_name: Optional[List[str]] = typer.Option(
         None, "--served-model-name", help="Name(s) clients use in `model` (default: the --model value)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="QWEN35_API_KEY",
                                           help="Require `Authorization: Bearer KEY` on /v1 (env QWEN35_API_KEY)."),
     max_model_len: Optional[int] = typer.Option(
-        None, "--max-model-len", help="Context per request in tokens (default 8192 on CPU, 32768 on GPU)."),
-    max_running_requests: int = typer.Option(8, "--max-running-requests", help="Requests decoded together."),
-    max_queue: int = typer.Option(256, "--max-queue", help="Requests waiting beyond those; more get 503."),
-    request_timeout: float = typer.Option(600.0, "--request-timeout", help="Seconds a request may take in all."),
-    seed: int = typer.Option(0, "--seed", help="Seed for requests that do not set their own."),
-    runner: str = typer.Option(
-        "auto", "--runner",
-        help="paged (KV pages + state slots; Triton kernels and CUDA graphs on a GPU) or eager (a "
-             "preallocated cache row per request); auto is paged."),
+        None, "--max-model-len", help=f"Context per request in tokens (default {DEFAULT_CONTEXT_CPU} on CPU, {DEFAULT_CONTEXT_GPU} on GPU)."),
+    max_running_requests: int = typer.Option(ServeOptions.max_running_requests, "--max-running-requests", help="Requests decoded together."),
+    max_queue: int = typer.Option(ServeOptions.max_queue, "--max-queue", help="Requests waiting beyond those; more get 503."),
+    request_timeout: float = typer.Option(ServeOptions.request_timeout, "--request-timeout", help="Seconds a request may take in all."),
+    seed: int = typer.Option(ServeOptions.seed, "--seed", help="Seed for requests that do not set their own."),
     prefill_chunk_size: Optional[int] = typer.Option(
-        None, "--prefill-chunk-size", help="Prompt tokens per chunk (default 256 on CPU, 2048 on GPU); "
+        None, "--prefill-chunk-size", help=f"Prompt tokens per chunk (default {PREFILL_CHUNK_CPU} on CPU, {PREFILL_CHUNK_GPU} on GPU); "
                                            "a step prefills up to two chunks."),
     speculative_tokens: int = typer.Option(
-        0, "--speculative-tokens",
+        ServeOptions.speculative_tokens, "--speculative-tokens",
         help="MTP speculative decoding: draft tokens per step, verified in one forward (0: off; try 2 or 3)."),
     allowed_local_media_path: Optional[str] = typer.Option(
         None, "--allowed-local-media-path",
@@ -64,13 +64,13 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve a Qwen3.5 checkpoint over an OpenAI-compatible HTTP API."""
-    from qwen35.runtime.server.launch import ServeOptions, bind_socket, build_app, run_app
+    from qwen35.runtime.server.launch import bind_socket, build_app, run_app
 
     options = ServeOptions(model=model, host=host, port=port, device=device, dtype=dtype,
                            served_model_names=list(served_model_name or []), api_key=api_key or None,
                            max_model_len=max_model_len, max_running_requests=max_running_requests,
                            max_queue=max_queue, request_timeout=request_timeout, seed=seed,
-                           speculative_tokens=speculative_tokens, runner=runner,
+                           speculative_tokens=speculative_tokens,
                            prefill_chunk_size=prefill_chunk_size,
                            allowed_local_media_path=allowed_local_media_path)
     options.validate()
@@ -83,7 +83,7 @@ def serve(
     pools = summary["pools"]
     pool_line = (f"  pools: {pools['state_slots']} state slots, {pools['kv_tokens']} KV tokens in pages of "
                  f"{pools['page_size']} ({pools['allocated_bytes'] / 2**30:.2f} GiB)\n" if pools else "")
-    print(f"serving {summary['model']} ({summary['device']}, {summary['dtype']}, {summary['runner']} runner, context "
+    print(f"serving {summary['model']} ({summary['device']}, {summary['dtype']}, {summary['kernels']} kernels, context "
           f"{summary['max_model_len']}, {summary['max_running_requests']} concurrent) at {base}\n{pool_line}"
           f"  try: curl {base}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
           f"         -d '{{\"model\": \"{summary['model']}\", \"messages\": [{{\"role\": \"user\", "

@@ -1,19 +1,23 @@
-"""Greedy generation through the engine's scheduler, and the paged-vs-reference agreement check.
+"""Greedy generation through the engine, and the agreement check between two engines on one model.
 
-`greedy_generate` is one offline engine loop, top to bottom per step: schedule -> prepare and
-run the prompt chunks (packed into one batch when the runner can) and the batched decode ->
-argmax -> finish and release. It drives any ModelRunner, so the paged runner and the
-reference TorchModelRunner can be held to the same tokens. Random checkpoints written with a
-small init (the demo's) collapse to one repeated token under greedy decoding, which would make
-any two runners agree: `spread_weights` redraws the matrices at O(1/sqrt(fan_in)) first.
+`greedy_generate` is the engine's own loop (LLMEngine.step until done) with greedy, ignore-eos
+requests, so agreement is checked on exactly what serves: the Triton kernel set against the
+torch reference set, CUDA-graph decode against eager, over prompts of awkward lengths with
+chunked prefill and fewer slots than prompts. Random checkpoints written with a small init (the
+demo's) collapse to one repeated token under greedy decoding, which would make any two engines
+agree: `spread_weights` redraws the matrices at O(1/sqrt(fan_in)) first.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
-from qwen35.runtime.engine.scheduler import Scheduler, SchedulerConfig, Sequence
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import LLMEngine
+from qwen35.runtime.engine.runner import build_runner
+from qwen35.runtime.engine.sampling import SamplingParams
 
 
 @torch.no_grad()
@@ -47,47 +51,16 @@ def guessing_mtp_head(model) -> None:
     model.language_model.embed_tokens.weight.mul_(5.0)
 
 
-def _prefill(runner, chunks) -> torch.Tensor:
-    """Logits [n, V] after each chunk: one packed batch when the runner has prefill_batch."""
-    rows = [chunk.seq.row for chunk in chunks]
-    pieces = [chunk.seq.prompt_ids[chunk.start:chunk.end] for chunk in chunks]
-    if hasattr(runner, "prefill_batch"):
-        return runner.prefill_batch(rows, pieces)
-    return torch.stack([runner.prefill(row, piece) for row, piece in zip(rows, pieces)])
-
-
-@torch.inference_mode()
-def greedy_generate(runner, prompts: list[list[int]], max_tokens: int | list[int], chunk_size: int = 256,
-                    max_prefill_tokens: int | None = None) -> list[list[int]]:
-    """Greedy continuations (no stop tokens) of every prompt, max_tokens each, with continuous batching."""
+def greedy_generate(model, config: EngineConfig, prompts: list[list[int]], max_tokens: int | list[int]) -> list[list[int]]:
+    """Greedy continuations (no stop tokens) of every prompt, max_tokens each, through one engine."""
     budgets = [max_tokens] * len(prompts) if isinstance(max_tokens, int) else list(max_tokens)
-    config = SchedulerConfig(max_running=runner.num_rows, max_waiting=len(prompts), max_model_len=runner.max_len,
-                             prefill_chunk_size=chunk_size, max_prefill_tokens=max_prefill_tokens or 2 * chunk_size)
-    scheduler = Scheduler(config)
-    sequences = [Sequence(i, list(prompt), budget) for i, (prompt, budget) in enumerate(zip(prompts, budgets))]
-    scheduler.add(sequences)
-    while scheduler.has_work:
-        plan = scheduler.schedule()
-        for chunk in plan.prefills:
-            if chunk.start == 0:
-                runner.reset_row(chunk.seq.row)
-        logits = []
-        if plan.prefills:
-            prefill_logits = _prefill(runner, plan.prefills)
-            done = [i for i, chunk in enumerate(plan.prefills) if chunk.completes_prompt]
-            logits.append(prefill_logits[done])
-        if plan.decodes:
-            logits.append(runner.decode([s.row for s in plan.decodes], [s.last_token for s in plan.decodes]))
-        if not logits:
-            continue
-        tokens = torch.cat(logits).argmax(dim=-1).tolist()
-        for seq, token in zip(plan.sampled, tokens):
-            seq.output_ids.append(token)
-            if len(seq.output_ids) >= seq.max_tokens:
-                row = seq.row
-                scheduler.finish(seq)
-                if hasattr(runner, "release_row"):
-                    runner.release_row(row)
+    engine = LLMEngine(build_runner(model, config)[0], replace(config, max_queue=max(config.max_queue, len(prompts))))
+    sequences = [engine.add_request(prompt, [SamplingParams(temperature=0.0, max_tokens=budget, ignore_eos=True)])[0]
+                 for prompt, budget in zip(prompts, budgets)]
+    while engine.has_work:
+        for _, output in engine.step():
+            if output.finish_reason == "error":
+                raise RuntimeError(output.error)
     return [seq.output_ids for seq in sequences]
 
 
@@ -99,14 +72,14 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def compare_runners(runner, reference, prompts: list[list[int]], max_tokens: int, chunk_size: int) -> dict:
-    """Greedy tokens of both runners over the same prompts: matches and first divergence per prompt."""
-    ours = greedy_generate(runner, prompts, max_tokens, chunk_size)
-    theirs = greedy_generate(reference, prompts, max_tokens, chunk_size)
+def compare_engines(model, config: EngineConfig, reference: EngineConfig, prompts: list[list[int]],
+                    max_tokens: int) -> dict:
+    """Greedy tokens of two engine configurations over the same prompts: matches and first divergence per prompt."""
+    ours = greedy_generate(model, config, prompts, max_tokens)
+    theirs = greedy_generate(model, reference, prompts, max_tokens)
     rows = []
     for index, (a, b) in enumerate(zip(ours, theirs)):
-        diverge = first_divergence(a, b)
         rows.append({"prompt": index, "prompt_tokens": len(prompts[index]), "tokens": len(b),
-                     "first_divergence": diverge, "distinct_tokens": len(set(b))})
+                     "first_divergence": first_divergence(a, b), "distinct_tokens": len(set(b))})
     return {"all_match": all(r["first_divergence"] is None for r in rows), "max_tokens": max_tokens,
-            "chunk_size": chunk_size, "prompts": rows}
+            "chunk_size": config.prefill_chunk_size, "prompts": rows}

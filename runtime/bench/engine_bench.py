@@ -1,70 +1,90 @@
-"""The bundled runtime's figures: prefill latency and decode throughput of the paged runner."""
+"""The bundled runtime's figures, measured through the engine's own step: prefill latency, decode and
+speculative decode throughput.
+
+Every figure runs `LLMEngine.step` (schedule -> run -> sample -> postprocess), so it includes
+what serving pays per step on the host, not just the model's forward. Requests are greedy and
+ignore the end-of-sequence token, so their lengths are exactly what the workload asks.
+"""
 from __future__ import annotations
 
 import time
 
 import torch
 
+from qwen35.planner.errors import Qwen35Error
 from qwen35.runtime.bench.machine import synchronize, time_ms
 from qwen35.runtime.bench.workloads import Workload, decode_step_bytes, random_prompts
-from qwen35.runtime.engine.paged_runner import PagedModelRunner
-from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams
+from qwen35.runtime.engine.llm_engine import LLMEngine
+from qwen35.runtime.engine.sampling import SamplingParams
+from qwen35.runtime.engine.sequence import Sequence, Status
 
 
-def bench_prefill(runner: PagedModelRunner, workload: Workload, device: torch.device) -> list[dict]:
-    """Median latency of prefilling one prompt of each length (chunked by workload.prefill_chunk)."""
+def _greedy(max_tokens: int) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+
+
+def _step(engine: LLMEngine) -> list:
+    """One engine step; a failed step fails the bench (its figures would be figures of nothing)."""
+    outputs = engine.step()
+    for _, output in outputs:
+        if output.finish_reason == "error":
+            raise Qwen35Error(f"an engine step failed during the bench ({output.error})",
+                              "the engine's traceback is in the log above; no figures were kept")
+    return outputs
+
+
+def _until_decoding(engine: LLMEngine, seqs: list[Sequence]) -> None:
+    """Step until every sequence has its prompt cached and its first token."""
+    while any(seq.status is not Status.DECODING or not seq.output_ids for seq in seqs):
+        _step(engine)
+
+
+def _drain(engine: LLMEngine, seqs: list[Sequence]) -> None:
+    """End the sequences (their slots and pages go back)."""
+    for seq in seqs:
+        engine.abort(seq)
+    while engine.has_work:
+        _step(engine)
+
+
+def bench_prefill(engine: LLMEngine, workload: Workload, device: torch.device) -> list[dict]:
+    """Median latency of prefilling one prompt of each length (chunked by the engine's prefill chunk) to its first token."""
     rows = []
-    chunk = workload.prefill_chunk
+    vocab = engine.runner.vocab_size
     for index, length in enumerate(workload.prefill_lengths):
-        (prompt,) = random_prompts(1, length, seed=100 + index, vocab=runner.vocab_size)
+        (prompt,) = random_prompts(1, length, seed=100 + index, vocab=vocab)
 
         def run() -> None:
-            for start in range(0, length, chunk):
-                runner.prefill(0, prompt[start:start + chunk])
+            engine.add_request(prompt, [_greedy(1)])
+            while engine.has_work:
+                _step(engine)
 
-        ms = time_ms(run, device, repeats=workload.repeats, warmup=1, setup=lambda: runner.reset_row(0))
-        runner.release_row(0)
-        rows.append({"tokens": length, "chunk": min(chunk, length), "ms": ms, "tokens_per_s": length / ms * 1e3})
+        ms = time_ms(run, device, repeats=workload.repeats, warmup=1)
+        rows.append({"tokens": length, "chunk": min(engine.config.prefill_chunk_size, length), "ms": ms,
+                     "tokens_per_s": length / ms * 1e3})
     return rows
 
 
-def _prefill_rows(runner: PagedModelRunner, prompts: list[list[int]], chunk: int) -> list[int]:
-    """Prefill every row's prompt in packed batches of at most `chunk` tokens; the first greedy tokens."""
-    for row in range(len(prompts)):
-        runner.reset_row(row)
-    firsts, group, size = [], [], 0
-    for row, prompt in enumerate(prompts + [None]):
-        if prompt is None or (group and size + len(prompt) > chunk):
-            logits = runner.prefill_batch(group, [prompts[r] for r in group])
-            firsts += logits.argmax(dim=-1).tolist()
-            group, size = [], 0
-        if prompt is not None:
-            group.append(row)
-            size += len(prompt)
-    return firsts
-
-
-def bench_decode(runner: PagedModelRunner, workload: Workload, device: torch.device, copy_gbs: float) -> list[dict]:
-    """Decode tokens/s at each batch size after workload.prompt_len-token prompts (greedy, synced per step)."""
+def bench_decode(engine: LLMEngine, workload: Workload, device: torch.device, copy_gbs: float) -> list[dict]:
+    """Decode tokens/s at each batch size after workload.prompt_len-token prompts (one engine step per token)."""
     rows = []
     steps = workload.decode_steps
+    model = engine.runner.model
     for batch in workload.decode_batches:
-        prompts = random_prompts(batch, workload.prompt_len, seed=200 + batch, vocab=runner.vocab_size)
-        tokens = _prefill_rows(runner, prompts, max(workload.prefill_chunk, workload.prompt_len))
-        active = list(range(batch))
+        prompts = random_prompts(batch, workload.prompt_len, seed=200 + batch, vocab=engine.runner.vocab_size)
+        seqs = [engine.add_request(prompt, [_greedy(steps + 8)])[0] for prompt in prompts]
+        _until_decoding(engine, seqs)
         for _ in range(2):  # warm-up: first replays, allocator growth
-            tokens = runner.decode(active, tokens).argmax(dim=-1).tolist()
+            _step(engine)
         synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
-            # argmax + tolist: the host sync every engine step pays to read its tokens.
-            tokens = runner.decode(active, tokens).argmax(dim=-1).tolist()
+            _step(engine)
         seconds = time.perf_counter() - start
-        for row in active:
-            runner.release_row(row)
+        _drain(engine, seqs)
         step_ms = seconds / steps * 1e3
-        context = workload.prompt_len + 2 + steps // 2  # mean tokens cached over the timed steps
-        nbytes = decode_step_bytes(runner.model, batch, context)
+        context = workload.prompt_len + 3 + steps // 2  # mean tokens cached over the timed steps
+        nbytes = decode_step_bytes(model, batch, context)
         gbs = nbytes / step_ms / 1e6
         rows.append({"batch": batch, "prompt_tokens": workload.prompt_len, "steps": steps, "step_ms": step_ms,
                      "tokens_per_s": batch * steps / seconds, "bytes_per_step": nbytes, "gbs": gbs,
@@ -72,33 +92,27 @@ def bench_decode(runner: PagedModelRunner, workload: Workload, device: torch.dev
     return rows
 
 
-def bench_speculative(runner, workload: Workload, device: torch.device) -> dict:
+def bench_speculative(engine: LLMEngine, workload: Workload, device: torch.device) -> dict:
     """Greedy MTP speculation at batch 1 after a workload.prompt_len prompt: tokens/s and acceptance.
 
-    `runner` is a PagedSpeculativeRunner with one row. Every step drafts k tokens, verifies them in
-    one forward and keeps the accepted ones plus one; tokens/s counts what the client would get.
+    `engine` speculates (config.speculative_tokens = k). Every step drafts k tokens, verifies them
+    in one forward and keeps the accepted ones plus one; tokens/s counts what the client gets.
     """
-    k = runner.num_speculative_tokens
-    (prompt,) = random_prompts(1, workload.prompt_len, seed=300, vocab=runner.vocab_size)
-    runner.reset_row(0)
-    token = int(runner.prefill(0, prompt).argmax())
-    greedy = SamplingBatch.from_params([SamplingParams(temperature=0.0)], [0], device)
-
-    def step(token: int) -> list[int]:
-        return runner.speculate([0], [token], greedy).token_ids[0]
-
+    k = engine.config.speculative_tokens
+    (prompt,) = random_prompts(1, workload.prompt_len, seed=300, vocab=engine.runner.vocab_size)
+    (seq,) = engine.add_request(prompt, [_greedy((workload.decode_steps + 3) * (k + 1))])
+    _until_decoding(engine, [seq])
     for _ in range(2):  # warm-up: first launches, allocator growth
-        token = step(token)[-1]
-    drafted = accepted = emitted = 0
+        _step(engine)
+    drafted, accepted, emitted = engine.draft_tokens, engine.accepted_tokens, len(seq.output_ids)
     synchronize(device)
     start = time.perf_counter()
     for _ in range(workload.decode_steps):
-        result = runner.speculate([0], [token], greedy)
-        tokens = result.token_ids[0]
-        token, emitted, accepted = tokens[-1], emitted + len(tokens), accepted + result.num_accepted[0]
-        drafted += result.num_drafted
+        _step(engine)
     seconds = time.perf_counter() - start
-    runner.release_row(0)
+    drafted, accepted = engine.draft_tokens - drafted, engine.accepted_tokens - accepted
+    emitted = len(seq.output_ids) - emitted
+    _drain(engine, [seq])
     return {"speculative_tokens": k, "batch": 1, "steps": workload.decode_steps, "tokens": emitted,
             "step_ms": seconds / workload.decode_steps * 1e3, "tokens_per_s": emitted / seconds,
             "acceptance": accepted / drafted if drafted else None}

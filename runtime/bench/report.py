@@ -53,7 +53,7 @@ def render(result: dict) -> str:
         f"copy bandwidth (read + write): {result['copy_gbs']:.0f} GB/s",
         f"model:    {result['model']['path']}  ({result['model']['dtype']}, {result['model']['params'] / 1e9:.2f}B "
         f"params, {result['model']['text_weight_bytes'] / 2**30:.2f} GiB text weights)",
-        f"ours:     paged runner, {ours['kernels']} kernels, CUDA graphs {'on' if ours['cuda_graphs'] else 'off'}, "
+        f"ours:     engine, {ours['kernels']} kernels, CUDA graphs {'on' if ours['cuda_graphs'] else 'off'}, "
         f"page {result['sizing']['page_size']}, {result['sizing']['state_slots']} state slots, "
         f"{result['sizing']['kv_tokens']} KV tokens ({_gib(result['sizing']['allocated_bytes'])} pools, "
         f"{result['sizing']['allocated_over_planned']:.3f} of plan)",

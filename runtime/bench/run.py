@@ -14,10 +14,13 @@ from qwen35.runtime.bench.machine import copy_bandwidth, machine_info, peak_memo
 from qwen35.runtime.bench.report import ratios
 from qwen35.runtime.bench.server_load import poisson_load
 from qwen35.runtime.bench.workloads import FULL, QUICK, Workload
-from qwen35.runtime.engine.paged_runner import build_paged_runner
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
+from qwen35.runtime.engine.runner import build_runner
 from qwen35.runtime.model.checkpoint import resolve_checkpoint_dir
 from qwen35.runtime.model.loader import load_model, resolve_dtype
 from qwen35.runtime.server.launch import resolve_device
+from qwen35.runtime.tokenizer.tokenizer import load_tokenizer
 from qwen35.runtime.server.launch import resolve_dtype as resolve_dtype_name
 
 
@@ -47,11 +50,18 @@ def _model_summary(model, root: Path, dtype: torch.dtype) -> dict:
             "hidden_size": text.hidden_size, "layers": text.num_hidden_layers, "moe": text.is_moe}
 
 
-def _build_runner(model, workload: Workload, options: BenchOptions):
-    """The paged runner, pools sized by slot_pools: measured free memory on CUDA, every row full on CPU."""
-    return build_paged_runner(model, workload.max_len, workload.max_batch, page_size=options.page_size,
-                              prefill_chunk=workload.prefill_chunk, kernels=options.kernels,
-                              cuda_graphs=options.cuda_graphs)
+def _engine(model, root: Path, workload: Workload, options: BenchOptions, speculative_tokens: int = 0,
+            max_running: int | None = None, max_len: int | None = None) -> tuple[LLMEngine, dict]:
+    """An engine whose pools are sized like the server's: measured free memory on CUDA, every slot full on CPU."""
+    config = EngineConfig(max_running_requests=max_running or workload.max_batch, max_model_len=max_len or workload.max_len,
+                          max_queue=workload.server_requests, prefill_chunk_size=workload.prefill_chunk,
+                          max_prefill_tokens=workload.prefill_chunk, page_size=options.page_size,
+                          speculative_tokens=speculative_tokens, kernels=options.kernels,
+                          cuda_graphs=options.cuda_graphs)
+    runner, sizing = build_runner(model, config)
+    tokenizer = load_tokenizer(root) if (root / "tokenizer.json").is_file() else None
+    eos = sorted(set(DEFAULT_STOP_TOKEN_IDS) | set(model.config.text.eos_token_ids))
+    return LLMEngine(runner, config, tokenizer, eos), sizing
 
 
 @torch.inference_mode()
@@ -71,13 +81,13 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda me
     reset_peak_memory(device)
     model = load_model(root, device=device, dtype=dtype, progress=False)
     result["model"] = _model_summary(model, root, dtype)
-    runner, sizing = _build_runner(model, workload, options)
+    engine, sizing = _engine(model, root, workload, options)
     result["sizing"] = sizing
     progress("prefill")
-    ours = {"kernels": runner.kernels.name, "cuda_graphs": runner.graphs is not None,
-            "prefill": bench_prefill(runner, workload, device)}
+    ours = {"kernels": engine.runner.kernels.name, "cuda_graphs": engine.runner.graphs is not None,
+            "prefill": bench_prefill(engine, workload, device)}
     progress("decode")
-    ours["decode"] = bench_decode(runner, workload, device, result["copy_gbs"])
+    ours["decode"] = bench_decode(engine, workload, device, result["copy_gbs"])
     ours["peak_memory_bytes"] = peak_memory(device)
     ours["pool_bytes"] = sizing["allocated_bytes"]
     if device.type == "cuda":
@@ -85,16 +95,16 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = lambda me
     result["ours"] = ours
     if options.server:
         progress("server under Poisson load")
-        result["server"] = poisson_load(runner, root, workload)
+        result["server"] = poisson_load(engine, root, workload)
     if options.speculative_tokens:
         progress("MTP speculation")
-        del runner  # its pools go back before the speculative runner measures free memory
-        result["speculative"] = _bench_speculation(model, workload, options, device)
+        del engine  # its pools go back before the speculative engine measures free memory
+        result["speculative"] = _bench_speculation(model, root, workload, options, device)
     result["ratios"] = ratios(result)
     return result
 
 
-def _bench_speculation(model, workload: Workload, options: BenchOptions, device: torch.device) -> dict:
+def _bench_speculation(model, root: Path, workload: Workload, options: BenchOptions, device: torch.device) -> dict:
     """Batch-1 greedy MTP twice: on the checkpoint as it is, then with a head that guesses right at times.
 
     Random-weight checkpoints never agree with their MTP head, so the first figure is the cost of
@@ -107,9 +117,8 @@ def _bench_speculation(model, workload: Workload, options: BenchOptions, device:
     max_len = workload.prompt_len + (workload.decode_steps + 3) * (k + 1) + 8
     if torch.cuda.is_available() and device.type == "cuda":
         torch.cuda.empty_cache()
-    runner, _ = build_paged_runner(model, max_len, 1, page_size=options.page_size, prefill_chunk=workload.prompt_len, kernels=options.kernels,
-                                   cuda_graphs=options.cuda_graphs, speculative_tokens=k)
-    as_is = bench_speculative(runner, workload, device)
+    engine, _ = _engine(model, root, workload, options, speculative_tokens=k, max_running=1, max_len=max_len)
+    as_is = bench_speculative(engine, workload, device)
     guessing_mtp_head(model)
-    guessing = bench_speculative(runner, workload, device)
+    guessing = bench_speculative(engine, workload, device)
     return {"as_is": as_is, "guessing_head": guessing}

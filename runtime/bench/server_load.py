@@ -1,7 +1,7 @@
 """TTFT and inter-token latency under Poisson arrivals, through the real HTTP server run in-process.
 
 The app is the one `qwen35 serve` runs (create_app over an AsyncEngine), here on the bench's
-paged runner, served by uvicorn on a free port in a thread. Requests stream /v1/completions
+engine, served by uvicorn on a free port in a thread. Requests stream /v1/completions
 with token-id prompts, ignore_eos and return_token_ids, so every generated token arrives as
 its own event: TTFT is arrival to first event, inter-token latency the gaps between events.
 """
@@ -31,26 +31,20 @@ def _percentiles(values: list[float]) -> dict:
     return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "mean": statistics.fmean(ordered)}
 
 
-def _start_server(runner, root: Path, workload: Workload):
-    """(uvicorn server, thread, port) serving the runner; raises ImportError without the server extras."""
+def _start_server(engine, root: Path, workload: Workload):
+    """(uvicorn server, thread, port) serving the bench's LLMEngine; raises ImportError without the server extras."""
     import uvicorn
 
-    from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-    from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
+    from qwen35.runtime.engine.async_engine import AsyncEngine
     from qwen35.runtime.server.app import create_app
     from qwen35.runtime.server.launch import bind_socket
     from qwen35.runtime.server.settings import ServerSettings
-    from qwen35.runtime.tokenizer.tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(root)
-    chunk = min(workload.prefill_chunk, 8192)
-    config = EngineConfig(max_running_requests=runner.num_rows, max_queue=workload.server_requests,
-                          max_model_len=runner.max_len, prefill_chunk_size=chunk, max_prefill_tokens=chunk)
-    engine = AsyncEngine(runner, tokenizer, config, eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
-    settings = ServerSettings(served_model_names=[MODEL_NAME], max_model_len=runner.max_len, model_root=str(root),
-                              request_timeout=None, max_n=1)
+    settings = ServerSettings(served_model_names=[MODEL_NAME], max_model_len=engine.config.max_model_len,
+                              model_root=str(root), request_timeout=None, max_n=1)
+    app = create_app(AsyncEngine(engine), engine.tokenizer, settings)
     sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, tokenizer, settings), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -99,17 +93,17 @@ async def _drive(port: int, workload: Workload, vocab: int, seed: int) -> tuple[
         return results, time.perf_counter() - start
 
 
-def poisson_load(runner, checkpoint: str | Path, workload: Workload, seed: int = 0) -> dict:
-    """Latency figures of the served runner under Poisson load; {'skipped': why} when it cannot run."""
+def poisson_load(engine, checkpoint: str | Path, workload: Workload, seed: int = 0) -> dict:
+    """Latency figures of the served LLMEngine under Poisson load; {'skipped': why} when it cannot run."""
     root = Path(checkpoint)
-    if not (root / "tokenizer.json").is_file():
+    if engine.tokenizer is None:
         return {"skipped": "the checkpoint has no tokenizer.json (the server needs one)"}
     try:
-        server, thread, sock = _start_server(runner, root, workload)
+        server, thread, sock = _start_server(engine, root, workload)
     except ImportError as error:
         return {"skipped": f"the server's packages are missing ({error.name}): pip install fastapi uvicorn"}
     try:
-        results, wall = asyncio.run(_drive(sock.getsockname()[1], workload, runner.vocab_size, seed))
+        results, wall = asyncio.run(_drive(sock.getsockname()[1], workload, engine.runner.vocab_size, seed))
     finally:
         server.should_exit = True
         thread.join(timeout=30)

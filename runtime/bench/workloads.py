@@ -31,7 +31,7 @@ class Workload:
     @property
     def max_len(self) -> int:
         """Context the runner must hold for every measurement."""
-        return max(max(self.prefill_lengths), self.prompt_len + self.decode_steps + 8,
+        return max(max(self.prefill_lengths) + 1, self.prompt_len + self.decode_steps + 8,
                    self.server_prompt_len + self.server_max_tokens)
 
     @property

@@ -1,11 +1,12 @@
-"""Size the paged runner's pools the way the planner sizes them, from memory measured after warm-up.
+"""Size the runner's pools the way the planner sizes them, from memory measured after warm-up.
 
 The planner's bundled plan budgets `gpu x UTILIZATION - WORKING_SET - weights` for KV and state
 and splits it with `planner.memory.slot_pools`. At start-up the runtime measures instead: after
-the weights are loaded and one prefill chunk and one decode step have run (so the allocator has
-seen the activation peak), the free device memory less the (1 - UTILIZATION) headroom and that
-peak is what the pools may take, split by the same `slot_pools`. On the CPU a pretend budget
-stands in for the measurement. The report keeps the planner's figure beside the measured one,
+the weights are loaded and a warm-up prefill of one step's prompt tokens has run (so the
+allocator has seen the activation peak), the free device memory less the (1 - UTILIZATION)
+headroom and that peak is what the pools may take, split by the same `slot_pools`. On the CPU
+the pools hold exactly the requested sequences at full context. The MTP head's KV (with
+speculation) is inside the page pool, one more attention layer per token, as the planner counts it. The report keeps the planner's figure beside the measured one,
 and the planned pool bytes beside what was allocated.
 """
 from __future__ import annotations
@@ -66,9 +67,10 @@ def plan_pools(text: TextConfig, budget_bytes: float, wanted_slots: int, context
     return PoolPlan(budget_bytes, state_per_slot, kv_per_token, int(slots.value), int(tokens.value), page_size)
 
 
-def budget_for(text: TextConfig, slots: int, kv_tokens: int, context_length: int, dtype: torch.dtype) -> float:
+def budget_for(text: TextConfig, slots: int, kv_tokens: int, context_length: int, dtype: torch.dtype,
+               extra_kv_layers: int = 0) -> float:
     """The smallest budget for which plan_pools gives `slots` slots and at least kv_tokens KV tokens."""
-    unit = plan_pools(text, 0, slots, context_length, 1, dtype)
+    unit = plan_pools(text, 0, slots, context_length, 1, dtype, extra_kv_layers)
     tokens = max(kv_tokens, context_length)
     return slots * unit.state_bytes_per_slot + tokens * unit.kv_bytes_per_token
 

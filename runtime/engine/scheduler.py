@@ -1,80 +1,26 @@
-"""Continuous batching: admit waiting sequences into cache rows and plan each engine step.
+"""Continuous batching, and the one owner of the engine's books: admission, step plans, post-step work.
 
-Plain bookkeeping, no torch. A sequence holds one cache row from admission to its end.
-Every step decodes all sequences whose prompt is in the cache, and spends up to
-`max_prefill_tokens` on prompt chunks of newly admitted ones (oldest first, at most
-`prefill_chunk_size` tokens per chunk), so a long prompt never stalls running decodes
-for more than one chunk's time.
-
-With a paged KV pool smaller than rows x context (`kv_pages`), admission also reserves the
-pages a sequence can ever fill (prompt + max_tokens) and returns them when it ends, so a
-running sequence never finds the pool empty and nothing is preempted. The price is that a
-request which asks for the whole context holds that many pages even when it stops early.
+Plain bookkeeping, no torch. The scheduler owns the KV page allocator and the state slot
+allocator: a sequence is admitted when a slot and every page it can ever fill are free, holds
+them to its end, and gives them back in `finish`. Every step decodes all sequences whose prompt
+is in the cache, and spends up to the prefill budget on prompt chunks of admitted ones (oldest
+first, at most one chunk each), so a long prompt never stalls running decodes for more than one
+chunk's time. `postprocess` appends each step's tokens and retires what ended, in one place.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
+
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.kv_pool import BlockManager, pages_for
+from qwen35.runtime.engine.outputs import GenerationOutput, TokenLogprob
+from qwen35.runtime.engine.sequence import Sequence, Status
+from qwen35.runtime.engine.state_pool import SlotAllocator
 
 
 class QueueFull(Exception):
     """The waiting queue cannot take the sequences: the caller should retry later."""
-
-
-class Status(Enum):
-    """Where a sequence is in its life."""
-
-    WAITING = "waiting"
-    PREFILLING = "prefilling"
-    DECODING = "decoding"
-    FINISHED = "finished"
-
-
-@dataclass
-class SchedulerConfig:
-    """Capacity limits: rows, queue length, context and the per-step prefill budget."""
-
-    max_running: int = 16
-    max_waiting: int = 256
-    max_model_len: int = 4096
-    prefill_chunk_size: int = 256
-    max_prefill_tokens: int = 512
-    kv_pages: int | None = None  # pages in the KV pool (None: every row holds a full context)
-    page_size: int = 16
-    reserve_extra_tokens: int = 0  # room a sequence needs beyond prompt + max_tokens (speculation's verify)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first limit that is not a positive integer."""
-        for name in ("max_running", "max_model_len", "prefill_chunk_size", "max_prefill_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_waiting < 0:
-            raise ValueError(f"max_waiting must be >= 0, got {self.max_waiting}")
-        if self.page_size < 1 or (self.kv_pages is not None and self.kv_pages < 1):
-            raise ValueError(f"a KV pool needs positive sizes, got {self.kv_pages} pages of {self.page_size} tokens")
-
-    def pages_reserved(self, prompt_len: int, max_tokens: int) -> int:
-        """Pages a sequence can ever fill: its prompt, every token it may generate, and the extra room."""
-        return -(-(prompt_len + max_tokens + self.reserve_extra_tokens) // self.page_size)
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One generation stream: a prompt, its output so far and its cache row."""
-
-    seq_id: int
-    prompt_ids: list[int]
-    max_tokens: int
-    output_ids: list[int] = field(default_factory=list)
-    row: int | None = None
-    num_prefilled: int = 0  # prompt tokens already written to the row
-    status: Status = Status.WAITING
-
-    @property
-    def last_token(self) -> int:
-        """The token the next decode step feeds."""
-        return self.output_ids[-1] if self.output_ids else self.prompt_ids[-1]
 
 
 @dataclass
@@ -92,16 +38,22 @@ class PrefillChunk:
 
 
 @dataclass
-class StepPlan:
-    """One engine step: prompt chunks to prefill, then one token for every decoding sequence."""
+class ScheduledBatch:
+    """One engine step: prompt chunks to prefill, then one decode (or speculation) per decoding sequence."""
 
     prefills: list[PrefillChunk] = field(default_factory=list)
     decodes: list[Sequence] = field(default_factory=list)
+    admitted: list[Sequence] = field(default_factory=list)  # new this step: their block tables go to the device
 
     @property
     def sampled(self) -> list[Sequence]:
-        """Sequences that get a new token this step, in the order their logits are stacked."""
+        """Sequences that get tokens this step, in the order the runner returns them."""
         return [chunk.seq for chunk in self.prefills if chunk.completes_prompt] + self.decodes
+
+    @property
+    def sequences(self) -> list[Sequence]:
+        """Every sequence the step runs."""
+        return [chunk.seq for chunk in self.prefills] + self.decodes
 
     @property
     def empty(self) -> bool:
@@ -109,16 +61,26 @@ class StepPlan:
         return not self.prefills and not self.decodes
 
 
-class Scheduler:
-    """Waiting queue, row allocation and step planning for the engine loop."""
+@dataclass
+class StepOutput:
+    """What the runner produced for a batch: per sampled sequence, its new tokens (1, or up to k + 1)."""
 
-    def __init__(self, config: SchedulerConfig):
+    token_ids: list[list[int]]
+    logprobs: list[list[TokenLogprob | None]]
+    num_drafted: int = 0  # speculation: drafts proposed and accepted this step
+    num_accepted: int = 0
+
+
+class Scheduler:
+    """Waiting queue, slot and page allocation, step planning and post-step work for the engine loop."""
+
+    def __init__(self, config: EngineConfig, num_slots: int, num_pages: int):
         config.validate()
         self.config = config
+        self.slots = SlotAllocator(num_slots)
+        self.blocks = BlockManager(num_pages, config.page_size)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
-        self._free_rows = list(range(config.max_running - 1, -1, -1))  # pop() gives row 0 first
-        self.free_pages = config.kv_pages  # pages not reserved by a running sequence (None: unlimited)
 
     @property
     def num_waiting(self) -> int:
@@ -127,7 +89,7 @@ class Scheduler:
 
     @property
     def num_running(self) -> int:
-        """Sequences holding a cache row."""
+        """Sequences holding a state slot."""
         return len(self.running)
 
     @property
@@ -135,8 +97,17 @@ class Scheduler:
         """Whether a step would do anything."""
         return bool(self.waiting or self.running)
 
+    @property
+    def kv_cache_usage(self) -> float:
+        """Share of the KV pool's pages held by running sequences."""
+        return 1 - self.blocks.num_free_pages / self.blocks.num_pages
+
+    def capacity_tokens(self, prompt_len: int, max_tokens: int) -> int:
+        """The cache positions a sequence may ever write: prompt, output, and speculation's room."""
+        return prompt_len + max_tokens + self.config.reserved_tokens_per_sequence
+
     def check_fits(self, prompt_len: int, max_tokens: int) -> None:
-        """Raise ValueError if a prompt plus its output cannot fit one cache row."""
+        """Raise ValueError if a prompt plus its output can never be served."""
         if prompt_len < 1:
             raise ValueError("the prompt is empty")
         if max_tokens < 1:
@@ -144,60 +115,75 @@ class Scheduler:
         if prompt_len + max_tokens > self.config.max_model_len:
             raise ValueError(f"prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) exceeds the "
                              f"context of {self.config.max_model_len} tokens")
-        pool = self.config.kv_pages
-        if pool is not None and self.config.pages_reserved(prompt_len, max_tokens) > pool:
+        needed = pages_for(self.capacity_tokens(prompt_len, max_tokens), self.blocks.page_size)
+        if needed > self.blocks.num_pages:
             raise ValueError(f"prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) exceeds the KV pool "
-                             f"of {pool * self.config.page_size} tokens")
+                             f"of {self.blocks.num_pages * self.blocks.page_size} tokens")
 
     def add(self, sequences: list[Sequence]) -> None:
         """Queue sequences together, or none of them (QueueFull) when the queue lacks room."""
         for seq in sequences:
             self.check_fits(len(seq.prompt_ids), seq.max_tokens)
-        # Free rows take waiting sequences at the next step, so they count as room too.
-        if len(self.waiting) + len(sequences) > self.config.max_waiting + len(self._free_rows):
-            raise QueueFull(f"{len(self.waiting)} requests are waiting (limit {self.config.max_waiting})")
+        # Free slots take waiting sequences at the next step, so they count as room too.
+        if len(self.waiting) + len(sequences) > self.config.max_queue + self.slots.num_free:
+            raise QueueFull(f"{len(self.waiting)} requests are waiting (limit {self.config.max_queue})")
         self.waiting.extend(sequences)
 
-    def schedule(self) -> StepPlan:
-        """Admit what fits and plan the next step; prefill progress is recorded as planned."""
-        while self.waiting and self._free_rows and self._reserve(self.waiting[0]):
-            seq = self.waiting.popleft()
-            seq.row = self._free_rows.pop()
+    def schedule(self) -> ScheduledBatch:
+        """Admit what fits (first come, first served) and plan the next step; prefill progress is recorded."""
+        batch = ScheduledBatch()
+        while self.waiting and self.slots.num_free:
+            seq = self.waiting[0]
+            capacity = self.capacity_tokens(len(seq.prompt_ids), seq.max_tokens)
+            if not self.blocks.can_allocate(capacity):
+                break
+            self.waiting.popleft()
+            seq.slot = self.slots.allocate()
+            seq.block_table = self.blocks.allocate(capacity)
             seq.status = Status.PREFILLING
             self.running.append(seq)
-        plan = StepPlan()
-        budget = self.config.max_prefill_tokens
+            batch.admitted.append(seq)
+        budget = self.config.prefill_tokens_per_step
         for seq in self.running:
             if seq.status is Status.DECODING:
-                plan.decodes.append(seq)
+                batch.decodes.append(seq)
             elif seq.status is Status.PREFILLING and budget > 0:
                 size = min(len(seq.prompt_ids) - seq.num_prefilled, self.config.prefill_chunk_size, budget)
-                plan.prefills.append(PrefillChunk(seq, seq.num_prefilled, seq.num_prefilled + size))
+                batch.prefills.append(PrefillChunk(seq, seq.num_prefilled, seq.num_prefilled + size))
                 seq.num_prefilled += size
                 budget -= size
                 if seq.num_prefilled == len(seq.prompt_ids):
                     seq.status = Status.DECODING
-        return plan
+        return batch
+
+    def postprocess(self, batch: ScheduledBatch, step: StepOutput) -> list[tuple[Sequence, GenerationOutput]]:
+        """Append each sampled sequence's tokens (up to where it ends); retire the ended, and the aborted
+        (whose last output says so)."""
+        outputs = []
+        for seq, token_ids, logprobs in zip(batch.sampled, step.token_ids, step.logprobs):
+            if seq.aborted or seq.status is Status.FINISHED:
+                continue
+            for token_id, logprob in zip(token_ids, logprobs):
+                output = seq.append_token(token_id, logprob)
+                outputs.append((seq, output))
+                if output.finish_reason is not None:
+                    self.finish(seq)
+                    break
+        for seq in batch.sequences:
+            if seq.aborted and seq.status is not Status.FINISHED:
+                self.finish(seq)
+                outputs.append((seq, seq.ended("abort")))
+        return outputs
 
     def finish(self, seq: Sequence) -> None:
-        """Retire a sequence (finished, aborted or failed) and free its row."""
+        """Retire a sequence (ended, aborted or failed): its slot and pages go back. Idempotent."""
         if seq.status is Status.FINISHED:
             return
         if seq.status is Status.WAITING:
             self.waiting.remove(seq)
         else:
             self.running.remove(seq)
-            self._free_rows.append(seq.row)
-            if self.free_pages is not None:
-                self.free_pages += self.config.pages_reserved(len(seq.prompt_ids), seq.max_tokens)
+            self.slots.free(seq.slot)
+            self.blocks.free(seq.block_table)
+            seq.block_table = []
         seq.status = Status.FINISHED
-
-    def _reserve(self, seq: Sequence) -> bool:
-        """Take the pages seq may fill from the pool, if they are there (first come, first served)."""
-        if self.free_pages is None:
-            return True
-        needed = self.config.pages_reserved(len(seq.prompt_ids), seq.max_tokens)
-        if needed > self.free_pages:
-            return False
-        self.free_pages -= needed
-        return True

@@ -1,12 +1,14 @@
-"""Gated full attention: Qwen3.5's softmax-attention token mixer (every 4th layer)."""
+"""Gated full attention: Qwen3.5's softmax-attention token mixer (every 4th layer), over the KV pages."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from qwen35.planner.models.config import TextConfig
+from qwen35.runtime.kernels import KernelSet
 from qwen35.runtime.kernels.attention import attention
-from qwen35.runtime.model.cache import ModelCache, StepInfo
+from qwen35.runtime.model.batch import ForwardBatch, Mode
+from qwen35.runtime.model.cache import ModelCache
 from qwen35.runtime.model.norms import RMSNorm
 from qwen35.runtime.model.rotary import apply_rotary
 
@@ -33,21 +35,27 @@ class GatedAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, eps=text.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, eps=text.rms_norm_eps)
 
-    def forward(self, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: ModelCache | None = None, step: StepInfo | None = None) -> torch.Tensor:
-        """hidden [B, T, H] -> [B, T, H]; with a cache, appends k/v and attends over the row."""
-        batch, length, _ = hidden.shape
-        query, gate = self.q_proj(hidden).view(batch, length, self.num_heads, 2 * self.head_dim).chunk(2, dim=-1)
-        gate = gate.reshape(batch, length, self.num_heads * self.head_dim)
-        key = self.k_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim)
-        value = self.v_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim)
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], batch: ForwardBatch,
+                cache: ModelCache, kernels: KernelSet) -> torch.Tensor:
+        """Packed tokens x [N, H] -> [N, H]; the new K/V go to their pages before attention reads them."""
+        tokens, heads, dim = x.shape[0], self.num_heads, self.head_dim
+        query, gate = self.q_proj(x).view(tokens, heads, 2 * dim).chunk(2, dim=-1)
+        key = self.k_proj(x).view(tokens, self.num_kv_heads, dim)
+        value = self.v_proj(x).view(tokens, self.num_kv_heads, dim)
         cos, sin = rope
-        query = apply_rotary(self.q_norm(query), cos, sin)
-        key = apply_rotary(self.k_norm(key), cos, sin)
-        seq_lens = None
-        if cache is not None:
-            key, value = cache.append_kv(self.layer_idx, step, key, value)
-            seq_lens = step.seq_lens
-        out = attention(query, key, value, seq_lens=seq_lens)
-        out = out.reshape(batch, length, self.num_heads * self.head_dim) * torch.sigmoid(gate)
+        query = apply_rotary(self.q_norm(query, kernels), cos, sin)
+        key = apply_rotary(self.k_norm(key, kernels), cos, sin)
+        key_pages, value_pages = cache.kv(self.layer_idx)
+        key_pages.view(-1, self.num_kv_heads, dim).index_copy_(0, batch.kv_slots, key.to(key_pages.dtype))
+        value_pages.view(-1, self.num_kv_heads, dim).index_copy_(0, batch.kv_slots, value.to(value_pages.dtype))
+        if batch.mode is Mode.DECODE:
+            out = kernels.decode_attention(query, key_pages, value_pages, batch.block_tables, batch.seq_lens)
+        elif batch.dense_attention:
+            # A lone first chunk (a long prompt in one shot) sees only itself: PyTorch's flash
+            # attention on the new K/V beats walking pages, and it is what the 16K prefill runs.
+            out = attention(query[None], key[None], value[None])[0]
+        else:  # causal over each chunk's cached tokens and itself, all read from the pages
+            out = kernels.prefill_attention(query, key_pages, value_pages, batch.block_tables, batch.cu_seqlens,
+                                            batch.cached_lens)
+        out = out.reshape(tokens, heads * dim) * torch.sigmoid(gate.reshape(tokens, heads * dim))
         return self.o_proj(out)

@@ -1,121 +1,72 @@
-"""Per-sequence model state for generation: a KV cache on attention layers, conv and recurrent
-state on Gated DeltaNet layers, one row per sequence.
+"""The model's caches on the device: KV pages of the full-attention layers and state slots of the
+Gated DeltaNet layers.
 
-Row r of every tensor belongs to one sequence for its whole life. A forward call names the
-rows its batch entries use, so prompts of different lengths are prefilled row by row (in
-chunks) and then decoded together, each row at its own position. `lengths[r]` (host ints,
-the scheduler's view) is how many tokens row r has consumed.
+KV (every full-attention layer, the MTP head's layers included, indexed by layer id):
+  key/value  [num_pages + 1, page_size, kv_heads, head_dim]  model dtype
+Token t of a sequence lives in page block_table[t // page_size] at offset t % page_size; its flat
+slot in the [(num_pages + 1) * page_size, kv_heads, head_dim] view is page * page_size + offset.
+The extra last page is scratch: padding entries of a CUDA-graph batch write their K/V there and
+read it back, so no real page is ever touched by a batch entry that holds no sequence.
 
-`rope_deltas[r]` (host ints) is how far row r's rotary positions run ahead of its slots once
-a prompt with images or videos has been prefilled (mrope.py): tokens after it rotate at
-slot + delta. It is 0 for text, and resets whenever a call starts a row at length 0, so a
-row reused for a new sequence (lengths[r] = 0) starts plain.
-
-Layout per layer index:
-  key/value   [rows, max_len, kv_heads, head_dim]   model dtype (full attention layers)
-  conv        [rows, conv_dim, kernel - 1]           model dtype (last inputs, oldest first)
-  recurrent   [rows, v_heads, k_head_dim, v_head_dim] fp32 (S in o = S^T q)
+State (every GDN layer), one slot per running sequence:
+  conv       [num_slots, conv_dim, kernel - 1]            model dtype (last inputs, oldest first)
+  recurrent  [num_slots, v_heads, k_head_dim, v_head_dim] fp32 (S in o = S^T q)
+the layouts the causal_conv1d and gated_delta_rule kernels read through a slot id. Which pages
+and slots a sequence holds is the scheduler's bookkeeping (engine/), not this storage's.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from qwen35.planner.models.config import TextConfig
 
 
-@dataclass
-class StepInfo:
-    """What every layer needs to know about one forward call over cached rows."""
-
-    rows: torch.Tensor  # [B] int64, cache rows of the batch entries
-    positions: torch.Tensor  # [B, T] int64, absolute positions of the new tokens
-    seq_lens: torch.Tensor  # [B] int64, tokens in each row once this call is done
-    kv_len: int  # max(seq_lens): how much of the KV cache to read
-    num_tokens: int  # T
-    all_rows: bool  # the batch is every row in order: states need no gather/scatter
-    rope_positions: torch.Tensor | None = None  # [B, T] rotary positions where some row's delta is set, else None
-
-
 class ModelCache:
-    """Preallocated per-row state for every layer of one text model."""
+    """Preallocated KV pages and GDN state slots of one text model (and its MTP head)."""
 
-    def __init__(self, text: TextConfig, num_rows: int, max_len: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.num_rows = num_rows
-        self.max_len = max_len
-        self.device = torch.device(device)
-        self.lengths = [0] * num_rows
-        self.rope_deltas = [0] * num_rows
-        self.key: dict[int, torch.Tensor] = {}
-        self.value: dict[int, torch.Tensor] = {}
-        self.conv: dict[int, torch.Tensor] = {}
-        self.recurrent: dict[int, torch.Tensor] = {}
-        kv_shape = (num_rows, max_len, text.num_key_value_heads, text.head_dim)
-        for i in text.full_attention_layer_ids:
-            self.key[i] = torch.zeros(kv_shape, dtype=dtype, device=self.device)
-            self.value[i] = torch.zeros(kv_shape, dtype=dtype, device=self.device)
+    def __init__(self, text: TextConfig, num_slots: int, num_pages: int, page_size: int,
+                 dtype: torch.dtype, device: torch.device | str, mtp_layers: int = 0):
+        if num_slots < 1 or num_pages < 1 or page_size < 1:
+            raise ValueError(f"a cache needs positive sizes, got {num_slots} slots and {num_pages} pages "
+                             f"of {page_size} tokens")
+        self.num_slots, self.num_pages, self.page_size = num_slots, num_pages, page_size
+        kv_shape = (num_pages + 1, page_size, text.num_key_value_heads, text.head_dim)
+        kv_layers = list(text.full_attention_layer_ids) + [text.num_hidden_layers + i for i in range(mtp_layers)]
+        self.key = {i: torch.zeros(kv_shape, dtype=dtype, device=device) for i in kv_layers}
+        self.value = {i: torch.zeros(kv_shape, dtype=dtype, device=device) for i in kv_layers}
         key_dim = text.linear_num_key_heads * text.linear_key_head_dim
         conv_dim = 2 * key_dim + text.linear_num_value_heads * text.linear_value_head_dim
-        state_shape = (num_rows, text.linear_num_value_heads, text.linear_key_head_dim,
-                       text.linear_value_head_dim)
-        for i in text.linear_attention_layer_ids:
-            self.conv[i] = torch.zeros(num_rows, conv_dim, text.linear_conv_kernel_dim - 1,
-                                       dtype=dtype, device=self.device)
-            self.recurrent[i] = torch.zeros(state_shape, dtype=torch.float32, device=self.device)
+        conv_shape = (num_slots, conv_dim, text.linear_conv_kernel_dim - 1)
+        state_shape = (num_slots, text.linear_num_value_heads, text.linear_key_head_dim, text.linear_value_head_dim)
+        self.conv = {i: torch.zeros(conv_shape, dtype=dtype, device=device) for i in text.linear_attention_layer_ids}
+        self.recurrent = {i: torch.zeros(state_shape, dtype=torch.float32, device=device)
+                          for i in text.linear_attention_layer_ids}
 
-    def begin(self, rows: list[int] | None, num_tokens: int) -> StepInfo:
-        """Describe a call that appends num_tokens to each of `rows` (None: all rows)."""
-        all_rows = rows is None or list(rows) == list(range(self.num_rows))
-        rows = list(range(self.num_rows)) if rows is None else list(rows)
-        starts = [self.lengths[r] for r in rows]
-        ends = [s + num_tokens for s in starts]
-        if max(ends) > self.max_len:
-            raise ValueError(f"cache holds {self.max_len} tokens per row; this call needs {max(ends)}")
-        for r, start in zip(rows, starts):
-            if start == 0:
-                self.rope_deltas[r] = 0
-        start_t = torch.tensor(starts, dtype=torch.long, device=self.device)
-        positions = start_t[:, None] + torch.arange(num_tokens, device=self.device)
-        deltas = [self.rope_deltas[r] for r in rows]
-        rope_positions = None
-        if any(deltas):
-            rope_positions = positions + torch.tensor(deltas, dtype=torch.long, device=self.device)[:, None]
-        return StepInfo(
-            rows=torch.tensor(rows, dtype=torch.long, device=self.device),
-            positions=positions,
-            seq_lens=start_t + num_tokens,
-            kv_len=max(ends),
-            num_tokens=num_tokens,
-            all_rows=all_rows,
-            rope_positions=rope_positions,
-        )
+    @property
+    def scratch_page(self) -> int:
+        """The page padding entries use (one past the real pages)."""
+        return self.num_pages
 
-    def commit(self, step: StepInfo) -> None:
-        """Record that the call described by `step` has written its tokens."""
-        for r in step.rows.tolist():
-            self.lengths[r] += step.num_tokens
+    @property
+    def kv_nbytes(self) -> int:
+        """Bytes the KV pages take (scratch page included)."""
+        return sum(t.numel() * t.element_size() for store in (self.key, self.value) for t in store.values())
 
-    def read_state(self, store: dict[int, torch.Tensor], layer: int, step: StepInfo) -> torch.Tensor:
-        """The rows' slice of a per-row state tensor (a view when the batch is every row)."""
-        return store[layer] if step.all_rows else store[layer].index_select(0, step.rows)
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes the state slots take."""
+        return sum(t.numel() * t.element_size() for store in (self.conv, self.recurrent) for t in store.values())
 
-    def write_state(self, store: dict[int, torch.Tensor], layer: int, step: StepInfo,
-                    value: torch.Tensor) -> None:
-        """Store new per-row state for the batch's rows."""
-        if step.all_rows:
-            store[layer].copy_(value)
-        else:
-            store[layer].index_copy_(0, step.rows, value.to(store[layer].dtype))
+    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A full-attention layer's key and value pages."""
+        return self.key[layer], self.value[layer]
 
-    def append_kv(self, layer: int, step: StepInfo, key: torch.Tensor,
-                  value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new k, v [B, T, Hkv, D] at each row's positions; return the rows' caches."""
-        rows = step.rows[:, None].expand_as(step.positions)
-        self.key[layer][rows, step.positions] = key.to(self.key[layer].dtype)
-        self.value[layer][rows, step.positions] = value.to(self.value[layer].dtype)
-        if step.all_rows:
-            return self.key[layer][:, :step.kv_len], self.value[layer][:, :step.kv_len]
-        return (self.key[layer][:, :step.kv_len].index_select(0, step.rows),
-                self.value[layer][:, :step.kv_len].index_select(0, step.rows))
+    def state(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A GDN layer's conv and recurrent slot pools."""
+        return self.conv[layer], self.recurrent[layer]
+
+    def clear_slots(self, slots: torch.Tensor) -> None:
+        """Zero the state of the given slots in every GDN layer (a new sequence starts from zero state)."""
+        for store in (self.conv, self.recurrent):
+            for tensor in store.values():
+                tensor.index_fill_(0, slots, 0)

@@ -1,16 +1,26 @@
-"""The decoder layer and the text model: embeddings, the hybrid layer stack, the final norm."""
+"""The decoder layer, the one loop over a stack of them, and the text model (embeddings, layers, norm).
+
+The residual add is fused into the next norm: a layer takes the previous layer's MLP output
+and the residual stream, and add_rmsnorm returns both the normed input and the new residual
+(in the activation dtype, as the unfused decoder keeps it). The first layer's input is the
+embedding itself.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from qwen35.planner.models.config import FULL_ATTENTION, TextConfig
+from qwen35.runtime.kernels import KernelSet
 from qwen35.runtime.model.attention import GatedAttention
-from qwen35.runtime.model.cache import ModelCache, StepInfo
+from qwen35.runtime.model.batch import ForwardBatch
+from qwen35.runtime.model.cache import ModelCache
 from qwen35.runtime.model.linear_attention import GatedDeltaNet
 from qwen35.runtime.model.mlp import MLP, SparseMoeBlock
 from qwen35.runtime.model.norms import RMSNorm
 from qwen35.runtime.model.rotary import RotaryEmbedding
+
+Rope = tuple[torch.Tensor, torch.Tensor]
 
 
 def feed_forward(text: TextConfig) -> nn.Module:
@@ -32,15 +42,33 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(text.hidden_size, eps=text.rms_norm_eps)
 
-    def forward(self, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: ModelCache | None = None, step: StepInfo | None = None) -> torch.Tensor:
-        """hidden [B, T, H] -> [B, T, H]."""
-        normed = self.input_layernorm(hidden)
-        if self.is_full_attention:
-            hidden = hidden + self.self_attn(normed, rope, cache, step)
+    def forward(self, out: torch.Tensor | None, residual: torch.Tensor, rope: Rope, batch: ForwardBatch,
+                cache: ModelCache, kernels: KernelSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the previous MLP output or None, residual [N, H]) -> this layer's (MLP output, residual)."""
+        if out is None:
+            normed = self.input_layernorm(residual, kernels)
         else:
-            hidden = hidden + self.linear_attn(normed, cache, step)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+            normed, residual = self.input_layernorm.add(out, residual, kernels)
+        if self.is_full_attention:
+            mixed = self.self_attn(normed, rope, batch, cache, kernels)
+        else:
+            mixed = self.linear_attn(normed, batch, cache, kernels)
+        normed, residual = self.post_attention_layernorm.add(mixed, residual, kernels)
+        return self.mlp(normed, kernels), residual
+
+
+def run_layers(layers: nn.ModuleList, final_norm: RMSNorm, hidden: torch.Tensor, rope: Rope, batch: ForwardBatch,
+               cache: ModelCache, kernels: KernelSet, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The decoder loop: input hidden states [N, H] through the layers and the final norm.
+
+    rows: keep only these packed positions (the norm is row-wise, so rows not wanted are never normed).
+    """
+    out, residual = None, hidden
+    for layer in layers:
+        out, residual = layer(out, residual, rope, batch, cache, kernels)
+    if rows is not None:
+        out, residual = out.index_select(0, rows), residual.index_select(0, rows)
+    return final_norm.add(out, residual, kernels)[0]
 
 
 class TextModel(nn.Module):
@@ -56,21 +84,19 @@ class TextModel(nn.Module):
         self.norm = RMSNorm(text.hidden_size, eps=text.rms_norm_eps)
         self.rotary = RotaryEmbedding(text)
 
-    def forward(self, input_ids: torch.Tensor, cache: ModelCache | None = None,
-                step: StepInfo | None = None, positions: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-normed hidden states [B, T, H] for input_ids [B, T] (or their given embeddings).
+    def forward(self, batch: ForwardBatch, cache: ModelCache, kernels: KernelSet,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-normed hidden states [N, H] of the batch's tokens (or of the packed positions `rows`)."""
+        hidden = self.embed_tokens(batch.token_ids)
+        if batch.embeds is not None:
+            hidden.index_copy_(0, batch.embed_index, batch.embeds.to(hidden.dtype))
+        rope = self.rotary.packed(batch.positions, hidden.dtype)
+        return run_layers(self.layers, self.norm, hidden, rope, batch, cache, kernels, rows)
 
-        Positions default to the cache rows' next positions (or 0..T-1 without a cache);
-        pass [3, B, T] positions for multimodal prompts.
-        """
-        hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        if positions is None:
-            if step is not None:
-                positions = step.positions
-            else:
-                positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
-        rope = self.rotary(positions, hidden.dtype)
+    def commit(self, batch: ForwardBatch, accepted: torch.Tensor, cache: ModelCache, kernels: KernelSet) -> None:
+        """After a VERIFY forward: every GDN layer keeps the state of each row's first accepted[b] tokens."""
+        accepted = accepted.to(device=batch.state_slots.device, dtype=torch.long)
         for layer in self.layers:
-            hidden = layer(hidden, rope, cache, step)
-        return self.norm(hidden)
+            if not layer.is_full_attention:
+                gdn = layer.linear_attn
+                gdn.commit(batch.deferred[gdn.layer_idx], batch.state_slots, accepted, cache, kernels)

@@ -26,6 +26,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 FUSED_GATE_UP = ".mlp.experts.gate_up_proj"
 FUSED_DOWN = ".mlp.experts.down_proj"
+PACKED_GATE_UP = "gate_up_proj.weight"  # our dense MLPs' packed projection: the checkpoint's gate_proj, up_proj
 _SHOWN = 5  # how many offending tensors an error lists
 
 
@@ -35,7 +36,7 @@ class ParamSource:
 
     param: str  # our parameter name
     tensors: tuple[str, ...]  # checkpoint names, in assembly order
-    kind: str  # "direct" | "expert_gate_up" (gate_e then up_e per expert) | "expert_down"
+    kind: str  # "direct" | "concat" (rows of each, in order) | "expert_gate_up" (gate_e, up_e per expert) | "expert_down"
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -134,6 +135,9 @@ def param_sources(model: Qwen35Model, layout: str) -> list[ParamSource]:
             base = name[: -len("down_proj")]
             sources.append(ParamSource(param, tuple(f"{base}{e}.down_proj.weight" for e in range(num_experts)),
                                        "expert_down"))
+        elif name.endswith("." + PACKED_GATE_UP):
+            base = name[: -len(PACKED_GATE_UP)]
+            sources.append(ParamSource(param, (f"{base}gate_proj.weight", f"{base}up_proj.weight"), "concat"))
         else:
             sources.append(ParamSource(param, (name,), "direct"))
     return sources
@@ -167,6 +171,8 @@ class _TensorReader:
 def _assemble(source: ParamSource, reader: _TensorReader, shape: torch.Size) -> torch.Tensor:
     if source.kind == "direct":
         tensor = reader.read(source.tensors[0])
+    elif source.kind == "concat":
+        tensor = torch.cat([reader.read(name) for name in source.tensors], dim=0)
     else:
         tensor = torch.empty(shape, dtype=reader.dtype, device=reader.device)
         per_expert = 2 if source.kind == "expert_gate_up" else 1

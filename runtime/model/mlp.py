@@ -6,20 +6,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from qwen35.planner.models.config import TextConfig
+from qwen35.runtime.kernels import KernelSet
 
 
 class MLP(nn.Module):
-    """down(silu(gate(x)) * up(x))."""
+    """down(silu(gate(x)) * up(x)), with gate and up as one packed projection.
+
+    gate_up_proj [2*I, H] holds the checkpoint's gate_proj rows then its up_proj rows (the loader
+    packs them): one matmul, then one silu_mul.
+    """
 
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kernels: KernelSet) -> torch.Tensor:
         """SwiGLU over the last dimension."""
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(kernels.silu_mul(self.gate_up_proj(x)))
 
 
 class Router(nn.Module):
@@ -53,7 +57,7 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(experts, 2 * inter, hidden))
         self.down_proj = nn.Parameter(torch.empty(experts, hidden, inter))
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor, kernels: KernelSet) -> torch.Tensor:
         """x [N, H] through each token's chosen experts [N, k], mixed by the routing weights [N, k]."""
         num_tokens, top_k = experts.shape
         # Sort the N*k (token, slot) pairs by expert: each expert runs one matmul over a contiguous run.
@@ -65,8 +69,8 @@ class Experts(nn.Module):
         for expert, count in enumerate(counts):
             if count:
                 rows = slice(start, start + count)
-                gate, up = F.linear(x[tokens[rows]], self.gate_up_proj[expert]).chunk(2, dim=-1)
-                results[rows] = F.linear(F.silu(gate) * up, self.down_proj[expert])
+                gate_up = F.linear(x[tokens[rows]], self.gate_up_proj[expert])
+                results[rows] = F.linear(kernels.silu_mul(gate_up), self.down_proj[expert])
                 start += count
         # Back to (token, slot) order by a gather, then the weighted sum over each token's k slots.
         per_slot = results.index_select(0, order.argsort()).view(num_tokens, top_k, -1)
@@ -83,11 +87,8 @@ class SparseMoeBlock(nn.Module):
         self.shared_expert = MLP(text.hidden_size, text.shared_expert_intermediate_size)
         self.shared_expert_gate = nn.Linear(text.hidden_size, 1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., H] -> [..., H]."""
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        weights, experts = self.gate(flat)
-        routed = self.experts(flat, weights, experts)
-        shared = torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
-        return (routed + shared).reshape(shape)
+    def forward(self, x: torch.Tensor, kernels: KernelSet) -> torch.Tensor:
+        """x [N, H] -> [N, H]."""
+        weights, experts = self.gate(x)
+        routed = self.experts(x, weights, experts, kernels)
+        return routed + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x, kernels)

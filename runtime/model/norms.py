@@ -1,9 +1,14 @@
-"""The two RMSNorms of Qwen3.5: zero-centred (1 + w) on the residual stream, gated on GDN output."""
+"""The two RMSNorms of Qwen3.5: zero-centred (1 + w) on the residual stream, gated on GDN output.
+
+The modules hold the weights and epsilon; the arithmetic is the kernel set's (kernels/rmsnorm,
+kernels/gated_rmsnorm), so the torch reference and the Triton kernel are the only two copies.
+"""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from qwen35.runtime.kernels import KernelSet
 
 
 class RMSNorm(nn.Module):
@@ -14,12 +19,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kernels: KernelSet) -> torch.Tensor:
         """Normalise over the last dimension."""
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
-        # Scale before casting back (Qwen's order; Llama casts first).
-        return (normed * (1.0 + self.weight.float())).to(x.dtype)
+        return kernels.rmsnorm(x, self.weight, self.eps)
+
+    def add(self, x: torch.Tensor, residual: torch.Tensor, kernels: KernelSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual): the pre-norm residual add fused into the norm."""
+        return kernels.add_rmsnorm(x, residual, self.weight, self.eps)
 
 
 class GatedRMSNorm(nn.Module):
@@ -30,8 +36,6 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate: torch.Tensor, kernels: KernelSet) -> torch.Tensor:
         """Normalise x over the last dimension, scale, then gate by silu(gate)."""
-        x32 = x.float()
-        normed = (x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
-        return (self.weight * normed * F.silu(gate.float())).to(x.dtype)
+        return kernels.gated_rmsnorm(x, gate, self.weight, self.eps)

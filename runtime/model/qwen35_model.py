@@ -8,13 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from qwen35.planner.models.config import CheckpointConfig
-from qwen35.runtime.model.cache import ModelCache, StepInfo
+from qwen35.runtime.kernels import KernelSet, select_kernels
+from qwen35.runtime.model.batch import Mode, packed_batch
+from qwen35.runtime.model.cache import ModelCache
 from qwen35.runtime.model.decoder import TextModel
 from qwen35.runtime.model.mrope import rope_index
 from qwen35.runtime.model.mtp import MultiTokenPredictor
 from qwen35.runtime.model.vision import VisionTower
 
 GridLike = torch.Tensor | Sequence[Sequence[int]]  # [n, 3] (grid_t, grid_h, grid_w) per image or video
+SCRATCH_PAGE_SIZE = 64  # pages of the throwaway cache a whole-prompt forward runs over
 
 
 class Qwen35Model(nn.Module):
@@ -44,62 +47,63 @@ class Qwen35Model(nn.Module):
         """hidden [..., H] -> logits [..., vocab]."""
         return F.linear(hidden, self.output_weight)
 
-    def forward(self, input_ids: torch.Tensor, cache: ModelCache | None = None,
-                rows: list[int] | None = None, last_only: bool = False, *,
-                pixel_values: torch.Tensor | None = None, image_grid_thw: GridLike | None = None,
-                pixel_values_videos: torch.Tensor | None = None, video_grid_thw: GridLike | None = None,
-                image_embeds: torch.Tensor | None = None, video_embeds: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits for input_ids [B, T].
+    def forward(self, input_ids: torch.Tensor, *, pixel_values: torch.Tensor | None = None,
+                image_grid_thw: GridLike | None = None, pixel_values_videos: torch.Tensor | None = None,
+                video_grid_thw: GridLike | None = None, kernels: KernelSet | None = None) -> torch.Tensor:
+        """Logits [B, T, vocab] of whole prompts input_ids [B, T] from position 0; nothing is kept.
 
-        Without a cache: a full causal forward from position 0. With one: the tokens extend
-        cache rows `rows` (default: all rows, in order), each at its own position, and the
-        rows' state is updated. last_only keeps just the last position's logits ([B, 1, V]).
-
-        Images and videos: pixel_values (+ image_grid_thw) or precomputed image_embeds (from
-        embed_vision), likewise for videos, replace the embeddings at the image/video pad
-        tokens, in order over the batch (counts must match). Rotary positions then come from
-        the grids over whole prompts (each row must start empty), and a cached row remembers
-        its rope delta for the tokens that follow. To prefill such a prompt in chunks, pass
-        each chunk's slice of multimodal_positions() as `positions` and the embeddings of the
-        pads inside the chunk; the row's delta is then taken from the chunk's last position.
-        `positions` ([B, T] or [3, B, T]) overrides the rotary positions of any call.
+        One packed prefill over a scratch cache, through the same layers and ops the engine runs.
+        Images and videos (flattened patches and their grids) replace the embeddings at their pad
+        tokens, in order over the batch, and rotate by their M-RoPE positions.
         """
-        image_embeds = self._media_embeds(pixel_values, image_grid_thw, image_embeds, "image")
-        video_embeds = self._media_embeds(pixel_values_videos, video_grid_thw, video_embeds, "video")
-        multimodal = image_embeds is not None or video_embeds is not None
-        record_deltas = multimodal or positions is not None
-        hidden = None
-        if multimodal:
-            hidden = self.language_model.embed_tokens(input_ids)
-            self._fuse(hidden, input_ids, image_embeds, self.config.image_token_id, "image")
-            self._fuse(hidden, input_ids, video_embeds, self.config.video_token_id, "video")
-            if positions is None:
-                started = cache is not None and any(cache.lengths[r] for r in (rows or range(cache.num_rows)))
-                if started:
-                    raise ValueError("images or videos without `positions` need whole prompts from position 0; to "
-                                     "prefill in chunks, pass each chunk's slice of multimodal_positions()")
-                positions, _ = self.multimodal_positions(input_ids, image_grid_thw, video_grid_thw)
+        return self.compute_logits(self.prompt_hidden(
+            input_ids, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
+            pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw, kernels=kernels))
 
-        step = None
-        if cache is not None:
-            expected = cache.num_rows if rows is None else len(rows)
-            if input_ids.shape[0] != expected:
-                raise ValueError(f"input_ids has {input_ids.shape[0]} rows but the call names {expected} cache rows")
-            step = cache.begin(rows, input_ids.shape[1])
-            if positions is None:
-                positions = step.rope_positions  # None unless a row continues after vision tokens
-        if multimodal:
-            hidden = self.language_model(input_ids, cache, step, positions, inputs_embeds=hidden)
-        else:
-            hidden = self.language_model(input_ids, cache, step, positions)
-        if cache is not None:
-            cache.commit(step)
-            if record_deltas:
-                self._record_rope_deltas(cache, step, positions)
-        if last_only:
-            hidden = hidden[:, -1:]
-        return self.compute_logits(hidden)
+    def prompt_hidden(self, input_ids: torch.Tensor, *, pixel_values: torch.Tensor | None = None,
+                      image_grid_thw: GridLike | None = None, pixel_values_videos: torch.Tensor | None = None,
+                      video_grid_thw: GridLike | None = None, kernels: KernelSet | None = None) -> torch.Tensor:
+        """Final-normed hidden states [B, T, H] of whole prompts (what forward turns into logits)."""
+        rows, length = input_ids.shape
+        device, dtype = self.output_weight.device, self.output_weight.dtype
+        kernels = kernels or select_kernels(device)
+        pages_per_row = -(-length // SCRATCH_PAGE_SIZE)
+        cache = ModelCache(self.config.text, rows, rows * pages_per_row, SCRATCH_PAGE_SIZE, dtype, device)
+        tables = torch.arange(rows * pages_per_row, dtype=torch.int32, device=device).view(rows, pages_per_row)
+        flat = input_ids.to(device).reshape(-1)
+        image_embeds = self._media_embeds(pixel_values, image_grid_thw)
+        video_embeds = self._media_embeds(pixel_values_videos, video_grid_thw)
+        embed_index, embeds = self.place_media(flat, image_embeds, video_embeds)
+        positions = None
+        if embeds is not None:
+            positions = self.multimodal_positions(input_ids, image_grid_thw, video_grid_thw)[0].reshape(3, -1)
+        batch = packed_batch(Mode.PREFILL, flat, [length] * rows, [0] * rows,
+                             torch.arange(rows, dtype=torch.int32, device=device), tables, SCRATCH_PAGE_SIZE,
+                             None if positions is None else positions.to(device))
+        batch.embed_index, batch.embeds = embed_index, embeds
+        return self.language_model(batch, cache, kernels).view(rows, length, -1)
+
+    def place_media(self, token_ids: torch.Tensor, image_embeds: torch.Tensor | None,
+                    video_embeds: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(pack offsets [M], embeddings [M, H]) of the image then video pads in packed token_ids [N].
+
+        Each kind's embeddings are in pad order; their count must match the pads exactly.
+        """
+        offsets, embeds = [], []
+        for kind, token_id, given in (("image", self.config.image_token_id, image_embeds),
+                                      ("video", self.config.video_token_id, video_embeds)):
+            pads = (token_ids == token_id).nonzero().flatten()
+            count = 0 if given is None else given.shape[0]
+            if pads.numel() != count:
+                raise ValueError(f"the prompt has {pads.numel()} {kind} pad tokens (id {token_id}) but there are "
+                                 f"{count} {kind} embeddings: expand each {kind} placeholder to one pad per "
+                                 "embedding (qwen35.runtime.vision.expand_prompt_ids)")
+            if count:
+                offsets.append(pads)
+                embeds.append(given)
+        if not offsets:
+            return None, None
+        return torch.cat(offsets), torch.cat(embeds)
 
     def embed_vision(self, pixel_values: torch.Tensor, grid_thw: GridLike) -> torch.Tensor:
         """Vision-tower embeddings [tokens, hidden] of images or videos (flattened patches and their grids)."""
@@ -116,44 +120,10 @@ class Qwen35Model(nn.Module):
                           video_token_id=self.config.video_token_id, spatial_merge_size=merge,
                           image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw)
 
-    def _media_embeds(self, pixels: torch.Tensor | None, grid_thw: GridLike | None, embeds: torch.Tensor | None,
-                      kind: str) -> torch.Tensor | None:
-        """The embeddings of one kind of media: given, or computed from pixels and grids."""
+    def _media_embeds(self, pixels: torch.Tensor | None, grid_thw: GridLike | None) -> torch.Tensor | None:
+        """The vision tower's embeddings of one kind of media, or None without pixels."""
         if pixels is None:
-            return embeds
-        if embeds is not None:
-            raise ValueError(f"pass {kind} pixels or {kind}_embeds, not both")
+            return None
         if grid_thw is None:
-            raise ValueError(f"{kind} pixels need their {kind}_grid_thw")
+            raise ValueError("pixels need their grid_thw")
         return self.embed_vision(pixels, grid_thw)
-
-    @staticmethod
-    def _fuse(hidden: torch.Tensor, input_ids: torch.Tensor, embeds: torch.Tensor | None,
-              token_id: int, kind: str) -> None:
-        """Write embeds over hidden at the pad tokens of one kind, in place."""
-        if embeds is None:
-            return
-        mask = input_ids == token_id
-        count = int(mask.sum())
-        if count != embeds.shape[0] or embeds.shape[-1] != hidden.shape[-1]:
-            raise ValueError(f"the prompt has {count} {kind} pad tokens (id {token_id}) but the {kind} embeddings "
-                             f"are {tuple(embeds.shape)}: expand each {kind} placeholder to one pad per embedding "
-                             "(qwen35.runtime.vision.expand_prompt_ids)")
-        hidden[mask] = embeds.to(hidden.dtype)
-
-    @staticmethod
-    def _record_rope_deltas(cache: ModelCache, step: StepInfo, positions: torch.Tensor) -> None:
-        """A row's delta after a positioned call: its last token's largest position + 1 - its length.
-
-        For a whole prompt this is transformers' rope delta: the last token, text or the end
-        of a vision item, always holds the prompt's largest position.
-        """
-        last = positions[..., -1]
-        last = last.amax(dim=0) if last.dim() == 2 else last  # [3, B] -> [B]
-        for r, final, length in zip(step.rows.tolist(), last.tolist(), step.seq_lens.tolist()):
-            cache.rope_deltas[r] = int(final) + 1 - int(length)
-
-    def new_cache(self, num_rows: int, max_len: int) -> ModelCache:
-        """Empty per-row generation state on the model's device and dtype."""
-        weight = self.language_model.embed_tokens.weight
-        return ModelCache(self.config.text, num_rows, max_len, device=weight.device, dtype=weight.dtype)

@@ -42,6 +42,11 @@ class RotaryEmbedding(nn.Module):
         exponents = torch.arange(0, self.rotary_dim, 2, dtype=torch.float32, device=device) / self.rotary_dim
         return 1.0 / (self.base ** exponents)
 
+    def packed(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [N, rotary_dim] for packed positions [N] (text) or [3, N] (M-RoPE)."""
+        cos, sin = self(positions.unsqueeze(-2), dtype)  # [N] -> [1, N]; [3, N] -> [3, 1, N]
+        return cos[0], sin[0]
+
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [B, T, rotary_dim] for positions [B, T] or [3, B, T]."""
         inv_freq = self.inv_freq(positions.device)
@@ -56,9 +61,9 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first rotary_dim dims of x [B, T, H, D]; the rest pass through."""
+    """Rotate the first rotary_dim dims of packed x [N, H, D] by cos, sin [N, rotary_dim]; the rest pass through."""
     rotary_dim = cos.shape[-1]
-    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+    cos, sin = cos[:, None, :], sin[:, None, :]
     rotated, passed = x[..., :rotary_dim], x[..., rotary_dim:]
     rotated = rotated * cos + rotate_half(rotated) * sin
     return torch.cat((rotated, passed), dim=-1)

@@ -43,7 +43,7 @@ def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int
         prompt = [prompt]
     if not prompt:
         raise bad_request("Invalid value for 'prompt': it is empty.", "prompt", "invalid_value")
-    vocab = state.engine.runner.vocab_size
+    vocab = state.engine.vocab_size
     out = []
     for index, item in enumerate(prompt):
         if isinstance(item, str):

@@ -9,13 +9,12 @@ from pathlib import Path
 
 from qwen35.planner.errors import InputError
 
+from qwen35.runtime.engine.config import MAX_SPECULATIVE_TOKENS, EngineConfig
+
 DEFAULT_CONTEXT_CPU = 8192
 DEFAULT_CONTEXT_GPU = 32768
 PREFILL_CHUNK_CPU = 256
 PREFILL_CHUNK_GPU = 2048
-PAGE_SIZE = 16  # tokens per KV page: the paged attention kernel's block, and the planner's bundled page
-RUNNERS = ("auto", "paged", "eager")
-MAX_SPECULATIVE_TOKENS = 8
 
 
 @dataclass
@@ -30,12 +29,11 @@ class ServeOptions:
     served_model_names: list[str] = field(default_factory=list)
     api_key: str | None = None
     max_model_len: int | None = None
-    max_running_requests: int = 8
-    max_queue: int = 256
+    max_running_requests: int = EngineConfig.max_running_requests
+    max_queue: int = EngineConfig.max_queue
     request_timeout: float | None = 600.0
     prefill_chunk_size: int | None = None  # default: PREFILL_CHUNK_CPU or PREFILL_CHUNK_GPU
-    runner: str = "auto"  # paged (KV pages + state slots) or eager (a preallocated cache row per request)
-    seed: int = 0
+    seed: int = EngineConfig.seed
     allowed_local_media_path: str | None = None  # image/video parts may name files under this directory
     speculative_tokens: int = 0  # MTP draft tokens per decode step; 0: no speculation
 
@@ -44,8 +42,6 @@ class ServeOptions:
         for name in ("max_running_requests", "prefill_chunk_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive number")
-        if self.runner not in RUNNERS:
-            raise InputError(f"unknown --runner '{self.runner}'", "choose auto, paged or eager")
         if self.max_queue < 0:
             raise InputError("--max-queue must be 0 or more", "pass 0 to refuse requests beyond the running ones")
         if self.max_model_len is not None and self.max_model_len < 16:
@@ -114,9 +110,8 @@ def build_app(options: ServeOptions, progress: bool = True):
 
     options.validate()
     root = resolve_checkpoint_dir(options.model)  # before the heavy imports: a typo fails fast
-    from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-    from qwen35.runtime.engine.runner import takes_media
-    from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
+    from qwen35.runtime.engine.async_engine import AsyncEngine
+    from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
     from qwen35.runtime.model.loader import load_model
     from qwen35.runtime.server.app import create_app
     from qwen35.runtime.server.settings import ServerSettings, sampling_defaults_from
@@ -136,14 +131,17 @@ def build_app(options: ServeOptions, progress: bool = True):
         raise InputError(f"--speculative-tokens needs the checkpoint's MTP head, and {root} has none "
                          "(mtp_num_hidden_layers is 0)", "drop --speculative-tokens, or serve a checkpoint with mtp.*")
     chunk = options.prefill_chunk_size or (PREFILL_CHUNK_CPU if device == "cpu" else PREFILL_CHUNK_GPU)
-    runner, pools = build_runner(model, options, context, chunk)
-    running = min(options.max_running_requests, runner.num_rows)
-    config = EngineConfig(max_running_requests=running, max_queue=options.max_queue,
-                          max_model_len=context, prefill_chunk_size=chunk,
-                          max_prefill_tokens=2 * chunk, seed=options.seed,
+    config = EngineConfig(max_running_requests=options.max_running_requests, max_queue=options.max_queue,
+                          max_model_len=context, prefill_chunk_size=chunk, seed=options.seed,
                           speculative_tokens=options.speculative_tokens)
+    runner, pools = build_runner(model, config)
+    if runner.num_slots < options.max_running_requests:
+        logging.getLogger("qwen35").warning(
+            "memory holds %d of the %d requested running requests (state slots); serving %d",
+            runner.num_slots, options.max_running_requests, runner.num_slots)
+    running = config.max_running_requests = runner.num_slots
     eos = set(DEFAULT_STOP_TOKEN_IDS) | set(text.eos_token_ids) | set(tokenizer.eos_token_ids)
-    engine = AsyncEngine(runner, tokenizer, config, eos_token_ids=sorted(eos))
+    engine = AsyncEngine(LLMEngine(runner, config, tokenizer, eos_token_ids=sorted(eos)))
     # A local checkpoint is served under its directory name; the path as given stays an alias.
     default_name = Path(options.model).name if Path(options.model).is_dir() else options.model
     names = options.served_model_names or list(dict.fromkeys([default_name, options.model]))
@@ -153,7 +151,7 @@ def build_app(options: ServeOptions, progress: bool = True):
     local_media = Path(options.allowed_local_media_path) if options.allowed_local_media_path else None
     # Runners that take no media (MTP speculation, for now) serve text only.
     vision = (vision_serving(root, model.config, MediaPolicy(local_media_dir=local_media))
-              if takes_media(runner) else None)
+              if runner.takes_media else None)
     settings = ServerSettings(served_model_names=names, max_model_len=context, model_root=str(root),
                               api_key=options.api_key, request_timeout=options.request_timeout,
                               max_n=min(16, running + options.max_queue),
@@ -161,38 +159,22 @@ def build_app(options: ServeOptions, progress: bool = True):
                               sampling_defaults=sampling_defaults_from(_generation_config(root)))
     summary = {"model": names[0], "root": str(root), "device": device, "dtype": dtype, "max_model_len": context,
                "max_running_requests": running, "speculative_tokens": options.speculative_tokens,
-               "runner": "paged" if pools is not None else "eager", "pools": pools}
+               "kernels": runner.kernels.name, "pools": pools}
     return create_app(engine, tokenizer, settings), summary
 
 
-def build_runner(model, options: ServeOptions, context: int, prefill_tokens: int):
-    """The model runner `options.runner` asks for, and the paged runner's pool sizing report (else None).
+def build_runner(model, config: EngineConfig):
+    """The engine's model runner and its pool sizing report; a budget too small is bad input.
 
-    auto is the paged runner (KV pages, state slots, Triton kernels and CUDA graphs on a GPU),
-    with MTP speculation when --speculative-tokens asks for it. Its pools are sized like the
-    planner's bundled plan: on a GPU from free memory measured after a warm-up of one packed
-    prefill (2 x the chunk: the scheduler's per-step budget) and a decode; on the CPU exactly
-    rows x context in whole pages, as the eager runner holds.
+    Its pools are sized like the planner's bundled plan: on a GPU from free memory measured after
+    a warm-up of one step's prompt tokens; on the CPU exactly the requested sequences at full context.
     """
-    from qwen35.runtime.engine.paged_runner import build_paged_runner
-    from qwen35.runtime.engine.runner import TorchModelRunner
-    from qwen35.runtime.engine.speculative import SpeculativeRunner
+    from qwen35.runtime.engine.runner import build_runner as build
 
-    rows, drafts = options.max_running_requests, options.speculative_tokens
-    if options.runner == "eager":
-        if drafts:
-            return SpeculativeRunner(model, num_rows=rows, max_len=context, num_speculative_tokens=drafts), None
-        return TorchModelRunner(model, num_rows=rows, max_len=context), None
     try:
-        runner, report = build_paged_runner(model, context, rows, page_size=PAGE_SIZE,
-                                            prefill_chunk=2 * prefill_tokens, speculative_tokens=drafts)
+        return build(model, config)
     except ValueError as error:
         raise InputError(str(error), "pass a smaller --max-model-len, or free GPU memory") from None
-    if runner.num_rows < rows:
-        logging.getLogger("qwen35").warning(
-            "memory holds %d of the %d requested running requests (state slots); serving %d",
-            runner.num_rows, rows, runner.num_rows)
-    return runner, report
 
 
 def log_config(level: str = "info") -> dict:

@@ -124,7 +124,7 @@ class ServerMetrics:
         self.running = Gauge("qwen35_running_requests", "Sequences holding a cache row.", running)
         self.waiting = Gauge("qwen35_waiting_requests", "Sequences waiting for a cache row.", waiting)
         self.kv_cache_usage = Gauge("qwen35_kv_cache_usage_ratio",
-                                    "Share of the KV page pool holding tokens (0 with the eager runner).", kv_cache_usage)
+                                    "Share of the KV page pool held by running sequences.", kv_cache_usage)
         self.draft_tokens = Counter("qwen35_spec_decode_draft_tokens", "Draft tokens the MTP head proposed.")
         self.accepted_tokens = Counter("qwen35_spec_decode_accepted_tokens", "Draft tokens verification accepted.")
         self.acceptance_rate = Gauge("qwen35_spec_decode_acceptance_rate",

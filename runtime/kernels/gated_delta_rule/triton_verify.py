@@ -1,14 +1,10 @@
 """Speculative verify and commit for Gated DeltaNet in Triton: a few launches per layer, state in the slot pool.
 
 A verify runs T = k + 1 tokens per row ([last token, k drafts]) whose GDN state must not absorb
-the rejected drafts (see runtime/model/verify.py): the pool is read, never written, during the
-verify, and a commit afterwards advances each row's slot by its accepted prefix only.
+the rejected drafts (see the verify mode in runtime/model/linear_attention.py): the pool is read,
+never written, during the verify, and a commit afterwards advances each row's slot by its
+accepted prefix only (the conv's twin, causal_conv1d_verify, is in kernels/causal_conv1d).
 
-  - `causal_conv1d_verify`: the depthwise conv (+ SiLU) over the T tokens of each row, its
-    history read from the pool's conv state. One launch, grid (rows, channel blocks), each
-    program a [T, channels] tile (each tap one shifted load, as the prefill conv); it also
-    writes the window [old conv state | T inputs] that the commit slices the new conv state
-    from (one gather). It sits beside the recurrence it feeds because it exists only for it.
   - `fused_recurrent_gated_delta_rule_verify` (one launch) gives the outputs of all T tokens
     and leaves the pool alone; `fused_recurrent_gated_delta_rule_commit` (one launch) re-runs
     the first accepted[b] tokens from the untouched slot and writes the final state back.
@@ -33,9 +29,6 @@ import triton
 import triton.language as tl
 
 from qwen35.runtime.kernels.gated_delta_rule.triton_decode import check_inputs, gate_values
-
-_CONV_BLOCK_D = 128
-_CONV_WIDTH = 4  # Qwen3.5's conv kernel size: the state holds 3 inputs
 
 
 @triton.jit
@@ -155,77 +148,3 @@ def fused_recurrent_gated_delta_rule_commit(
     if accepted.shape != (rows,) or accepted.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"accepted must be {rows} integer counts, got {accepted.dtype} {tuple(accepted.shape)}")
     _launch(q, k, v, a, b, A_log, dt_bias, state_pool, slots, accepted, None, None, block_v, commit=True)
-
-
-@triton.jit
-def _conv_verify_kernel(x_ptr, w_ptr, state_ptr, slot_ptr, out_ptr, window_ptr, dim, length,
-                        stride_x_row, stride_x_tok, stride_out_row, stride_out_tok, stride_w,
-                        stride_s_slot, stride_s_dim, stride_win_row, stride_win_dim,
-                        APPLY_SILU: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    row = tl.program_id(0)
-    slot = tl.load(slot_ptr + row).to(tl.int64)
-    tokens = tl.arange(0, BLOCK_T)
-    chans = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    tok_ok = tokens < length
-    chan_ok = chans < dim
-    state_ok = tl.where(slot >= 0, chan_ok, False)
-    state_row = state_ptr + slot * stride_s_slot + chans * stride_s_dim
-    row64 = row.to(tl.int64)
-    x_row = x_ptr + row64 * stride_x_row + chans
-    window_row = window_ptr + row64 * stride_win_row + chans * stride_win_dim
-    # The window: the three inputs before the row's first token (oldest first), then its T inputs.
-    for j in tl.static_range(3):
-        tl.store(window_row + j, tl.load(state_row + j, mask=state_ok, other=0.0).to(window_ptr.dtype.element_ty),
-                 mask=chan_ok)
-    x = tl.load(x_row[None, :] + tokens[:, None] * stride_x_tok, mask=tok_ok[:, None] & chan_ok[None, :], other=0.0)
-    tl.store(window_row[None, :] + 3 + tokens[:, None], x.to(window_ptr.dtype.element_ty),
-             mask=tok_ok[:, None] & chan_ok[None, :])
-    # Tap j of token t reads input t - (3 - j): from x, or from state column 3 + t - (3 - j) before it.
-    acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
-    for j in tl.static_range(4):
-        src = tokens - (3 - j)
-        if j == 3:
-            xv = x.to(tl.float32)
-        else:
-            xv = tl.load(x_row[None, :] + src[:, None] * stride_x_tok,
-                         mask=(tok_ok & (src >= 0))[:, None] & chan_ok[None, :], other=0.0).to(tl.float32)
-            sv = tl.load(state_row[None, :] + (3 + src)[:, None],
-                         mask=(tok_ok & (src < 0))[:, None] & state_ok[None, :], other=0.0).to(tl.float32)
-            xv = tl.where(src[:, None] >= 0, xv, sv)
-        acc += xv * tl.load(w_ptr + chans * stride_w + j, mask=chan_ok, other=0.0).to(tl.float32)[None, :]
-    if APPLY_SILU:
-        acc = acc * tl.sigmoid(acc)
-    tl.store(out_ptr + row64 * stride_out_row + tokens[:, None] * stride_out_tok + chans[None, :],
-             tl.where(slot >= 0, acc, 0.0).to(out_ptr.dtype.element_ty), mask=tok_ok[:, None] & chan_ok[None, :])
-
-
-def causal_conv1d_verify(x: torch.Tensor, weight: torch.Tensor, conv_pool: torch.Tensor, slots: torch.Tensor,
-                         activation: str | None = "silu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Conv of x [B, T, D] after conv_pool[slots[b]] (not written): (out [B, T, D], window [B, D, 3 + T]).
-
-    The window is [old state | T inputs] in the pool's dtype: after a tokens the new conv state is
-    window[:, :, a : a + 3].
-    """
-    rows, length, dim = x.shape
-    if weight.shape != (dim, _CONV_WIDTH) or weight.stride(1) != 1:
-        raise ValueError(f"weight must be [{dim}, {_CONV_WIDTH}] with taps contiguous (Qwen3.5's conv), "
-                         f"got {tuple(weight.shape)}")
-    if x.stride(-1) != 1:
-        raise ValueError("x needs contiguous channels")
-    if conv_pool.shape[1:] != (dim, _CONV_WIDTH - 1) or conv_pool.stride(2) != 1:
-        raise ValueError(f"conv pool must be [slots, {dim}, {_CONV_WIDTH - 1}] with the last dim contiguous, "
-                         f"got {tuple(conv_pool.shape)}")
-    if slots.shape != (rows,) or slots.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"slots must be {rows} integer slot ids, got {slots.dtype} {tuple(slots.shape)}")
-    if activation not in ("silu", "swish", None):
-        raise ValueError(f"unsupported activation {activation!r}")
-    out = torch.empty(rows, length, dim, dtype=x.dtype, device=x.device)
-    window = torch.empty(rows, dim, _CONV_WIDTH - 1 + length, dtype=conv_pool.dtype, device=x.device)
-    if rows:
-        _conv_verify_kernel[(rows, triton.cdiv(dim, _CONV_BLOCK_D))](
-            x, weight, conv_pool, slots, out, window, dim, length,
-            x.stride(0), x.stride(1), out.stride(0), out.stride(1), weight.stride(0),
-            conv_pool.stride(0), conv_pool.stride(1), window.stride(0), window.stride(1),
-            APPLY_SILU=activation is not None, BLOCK_T=triton.next_power_of_2(max(length, 1)),
-            BLOCK_D=_CONV_BLOCK_D, num_warps=4)
-    return out, window

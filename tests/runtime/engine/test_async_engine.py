@@ -6,10 +6,15 @@ import time
 import pytest
 import torch
 
-from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig, QueueFull
-from qwen35.runtime.engine.runner import TorchModelRunner
+from qwen35.runtime.engine.async_engine import AsyncEngine, QueueFull
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
+from qwen35.runtime.engine.runner import build_runner
+from qwen35.runtime.engine.sampler import Sampler
 from qwen35.runtime.engine.sampling import SamplingParams
-from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS, LLM
+from qwen35.runtime.engine.sequence import Sequence
+from qwen35.runtime.engine.stand_in import LogitsRunner
+from qwen35.runtime.llm import LLM
 
 
 @pytest.fixture(scope="module")
@@ -17,35 +22,42 @@ def demo_llm(demo_path):
     return LLM(demo_path, progress=False)
 
 
-class CountingRunner:
-    """A ModelRunner whose logits pick last token + 1; decode can be held at a gate."""
+class CountingRunner(LogitsRunner):
+    """Logits that pick last token + 1; decode steps can be held at a gate, and the next step made to fail."""
 
-    def __init__(self, num_rows=2, max_len=64, vocab_size=50):
-        self.num_rows, self.max_len, self.vocab_size = num_rows, max_len, vocab_size
-        self.device = torch.device("cpu")
+    def __init__(self, num_slots=2, max_len=64, vocab_size=50):
+        super().__init__(num_slots, max_len, vocab_size)
         self.gate = threading.Event()
         self.gate.set()
-        self.decode_calls = 0
+        self.in_flight = threading.Event()
         self.fail_next = False
 
-    def _logits(self, next_ids):
-        logits = torch.full((len(next_ids), self.vocab_size), -1e4)
-        logits[torch.arange(len(next_ids)), torch.tensor(next_ids) % self.vocab_size] = 0.0
-        return logits
+    def logits(self, seqs):
+        self.in_flight.set()
+        try:
+            if any(seq.output_ids for seq in seqs):  # a decode step (prompts pass the gate)
+                assert self.gate.wait(timeout=30), "test left the gate closed"
+            if self.fail_next:
+                self.fail_next = False
+                raise RuntimeError("boom")
+            logits = torch.full((len(seqs), self.vocab_size), -1e4)
+            logits[torch.arange(len(seqs)), torch.tensor([s.last_token + 1 for s in seqs]) % self.vocab_size] = 0.0
+            return logits
+        finally:
+            self.in_flight.clear()
 
-    def reset_row(self, row):
-        pass
 
-    def prefill(self, row, token_ids):
-        return self._logits([token_ids[-1] + 1])[0]
+def engine_over(runner, tokenizer=None, **settings):
+    """An AsyncEngine over a runner (not started)."""
+    config = EngineConfig(**settings)
+    return AsyncEngine(LLMEngine(runner, config, tokenizer, eos_token_ids=DEFAULT_STOP_TOKEN_IDS))
 
-    def decode(self, rows, token_ids):
-        assert self.gate.wait(timeout=30), "test left the gate closed"
-        self.decode_calls += 1
-        if self.fail_next:
-            self.fail_next = False
-            raise RuntimeError("boom")
-        return self._logits([t + 1 for t in token_ids])
+
+def model_engine(llm, slots, max_len, **settings):
+    """An AsyncEngine over the demo model, pools for `slots` sequences of max_len."""
+    config = EngineConfig(max_running_requests=slots, max_model_len=max_len, **settings)
+    return AsyncEngine(LLMEngine(build_runner(llm.model, config)[0], config, llm.tokenizer,
+                                 eos_token_ids=DEFAULT_STOP_TOKEN_IDS))
 
 
 async def _until(predicate, timeout=20.0):
@@ -70,11 +82,9 @@ def test_batched_engine_matches_offline_generation(demo_llm):
     max_tokens = [6, 3, 8, 5]
     want = demo_llm.generate(prompts, [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True)
                                        for m in max_tokens])
-    runner = TorchModelRunner(demo_llm.model, num_rows=3, max_len=128)
-    config = EngineConfig(max_running_requests=3, max_model_len=128, prefill_chunk_size=5, max_prefill_tokens=7)
 
     async def main():
-        engine = AsyncEngine(runner, demo_llm.tokenizer, config, eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
+        engine = model_engine(demo_llm, 3, 128, prefill_chunk_size=5, max_prefill_tokens=7)
         await engine.start()
         try:
             jobs = []
@@ -93,12 +103,11 @@ def test_batched_engine_matches_offline_generation(demo_llm):
 
 
 def test_seeded_sampling_does_not_depend_on_the_batch(demo_llm):
-    runner = TorchModelRunner(demo_llm.model, num_rows=4, max_len=64)
     prompt = demo_llm.encode("Tell me about the weather in Oslo")
     seeded = SamplingParams(temperature=1.0, top_k=50, seed=1234, max_tokens=6, ignore_eos=True)
 
     async def main():
-        engine = AsyncEngine(runner, demo_llm.tokenizer, EngineConfig(max_running_requests=4, max_model_len=64))
+        engine = model_engine(demo_llm, 4, 64)
         await engine.start()
         try:
             alone = await _collect(engine, prompt, seeded)
@@ -118,10 +127,9 @@ def test_seeded_sampling_matches_offline_generation_step_for_step(demo_llm):
     prompts = [demo_llm.encode("Tell me about the weather in Oslo"), demo_llm.encode("Hi")]
     params = [SamplingParams(temperature=1.0, seed=99 + i, max_tokens=12, ignore_eos=True) for i in range(2)]
     want = [o.token_ids for o in demo_llm.generate(prompts, params)]
-    runner = TorchModelRunner(demo_llm.model, num_rows=2, max_len=64)
 
     async def main():
-        engine = AsyncEngine(runner, demo_llm.tokenizer, EngineConfig(max_running_requests=2, max_model_len=64))
+        engine = model_engine(demo_llm, 2, 64)
         await engine.start()
         try:
             return await asyncio.gather(*[_collect(engine, p, sp) for p, sp in zip(prompts, params)])
@@ -133,39 +141,34 @@ def test_seeded_sampling_matches_offline_generation_step_for_step(demo_llm):
 
 
 def test_sampling_tensors_are_reused_only_while_the_batch_steps_in_lockstep():
-    from qwen35.runtime.engine.outputs import Generation
-    from qwen35.runtime.engine.scheduler import Sequence
-
-    engine = AsyncEngine(CountingRunner(num_rows=3), None, EngineConfig(max_running_requests=3, max_model_len=64))
+    sampler = Sampler(num_slots=3, vocab_size=50, device=torch.device("cpu"), seed=0)
     params = SamplingParams(temperature=1.0, seed=5)
-    seqs = [Sequence(i, [1, 2], 50, row=i) for i in range(3)]
-    gens = [Generation(s, params, frozenset(), None) for s in seqs]
-    first, _ = engine.executor._sampling_inputs(seqs[:2], gens[:2])
+    seqs = [Sequence(i, [1, 2], params, slot=i) for i in range(3)]
+    first, _ = sampler.batch_for(seqs[:2])
     assert first.steps.tolist() == [0, 0]
     for s in seqs[:2]:
         s.output_ids.append(7)
-    again, _ = engine.executor._sampling_inputs(seqs[:2], gens[:2])
+    again, _ = sampler.batch_for(seqs[:2])
     assert again is first and again.steps.tolist() == [1, 1]
-    seqs[0].output_ids += [7, 7]  # a speculative step: one row moved by more than one token
+    seqs[0].output_ids += [7, 7]  # a speculative step: one sequence moved by more than one token
     seqs[1].output_ids.append(7)
-    jumped, _ = engine.executor._sampling_inputs(seqs[:2], gens[:2])
+    jumped, _ = sampler.batch_for(seqs[:2])
     assert jumped is not first and jumped.steps.tolist() == [3, 2]
     seqs[0].output_ids.append(7)
     seqs[1].output_ids.append(7)
-    changed, slots = engine.executor._sampling_inputs([seqs[0], seqs[2]], [gens[0], gens[2]])
+    changed, slots = sampler.batch_for([seqs[0], seqs[2]])
     assert changed is not jumped and changed.steps.tolist() == [4, 0] and slots.tolist() == [0, 2]
 
 
 def test_outputs_of_a_step_are_dropped_once_an_abort_ended_the_stream():
     from qwen35.runtime.engine.outputs import GenerationOutput
-    from qwen35.runtime.engine.scheduler import Sequence
 
-    engine = AsyncEngine(CountingRunner(num_rows=1), None, EngineConfig(max_running_requests=1, max_model_len=64))
+    engine = engine_over(CountingRunner(num_slots=1), max_running_requests=1, max_model_len=64)
 
     async def main():
         from qwen35.runtime.engine.async_engine import RequestHandle
 
-        handle = RequestHandle(engine, Sequence(0, [1, 2], 8, row=0))
+        handle = RequestHandle(engine, Sequence(0, [1, 2], SamplingParams(max_tokens=8), slot=0))
         handle._put(GenerationOutput([], "", 2, 0, finish_reason="abort"))  # the abort got in first
         engine._deliver([(handle, GenerationOutput([4], "", 2, 1))], time.monotonic())
         return [output async for output in handle]
@@ -175,10 +178,10 @@ def test_outputs_of_a_step_are_dropped_once_an_abort_ended_the_stream():
 
 
 def test_a_dying_engine_thread_ends_every_stream_and_refuses_new_work():
-    runner = CountingRunner(num_rows=2)
+    runner = CountingRunner(num_slots=2)
 
     async def main():
-        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=2, max_model_len=64))
+        engine = engine_over(runner, max_running_requests=2, max_model_len=64)
         await engine.start()
         runner.gate.clear()  # hold the first decode so the sequence is live when the thread dies
         (handle,) = engine.submit([1, 2, 3], [SamplingParams(temperature=0, max_tokens=20)])
@@ -187,7 +190,7 @@ def test_a_dying_engine_thread_ends_every_stream_and_refuses_new_work():
         def broken_schedule():
             raise RuntimeError("scheduler bug")
 
-        engine.scheduler.schedule = broken_schedule
+        engine.engine.scheduler.schedule = broken_schedule
         runner.gate.set()
         rest = [output async for output in handle]
         await _until(lambda: not engine.is_running)
@@ -202,10 +205,10 @@ def test_a_dying_engine_thread_ends_every_stream_and_refuses_new_work():
 
 
 def test_abort_frees_the_row_for_the_next_sequence():
-    runner = CountingRunner(num_rows=1)
+    runner = CountingRunner(num_slots=1)
 
     async def main():
-        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=1, max_queue=1, max_model_len=64))
+        engine = engine_over(runner, max_running_requests=1, max_queue=1, max_model_len=64)
         await engine.start()
         try:
             (first,) = engine.submit([1, 2, 3], [SamplingParams(temperature=0, max_tokens=50)])
@@ -216,7 +219,7 @@ def test_abort_frees_the_row_for_the_next_sequence():
             assert output.token_ids == [4]
             assert engine.num_running == 1 and engine.num_waiting == 1
             runner.gate.clear()
-            await _until(lambda: runner.gate.is_set() or engine._in_flight)
+            await _until(runner.in_flight.is_set)
             first.abort()  # arrives while a step is in flight: takes effect when it returns
             runner.gate.set()
             outputs = [o async for o in first]
@@ -231,10 +234,10 @@ def test_abort_frees_the_row_for_the_next_sequence():
 
 
 def test_stop_token_ids_end_a_sequence_and_a_failed_step_fails_only_its_sequences():
-    runner = CountingRunner(num_rows=2)
+    runner = CountingRunner(num_slots=2)
 
     async def main():
-        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=2, max_model_len=64))
+        engine = engine_over(runner, max_running_requests=2, max_model_len=64)
         await engine.start()
         try:
             stopped = await _collect(engine, [1], SamplingParams(temperature=0, max_tokens=20, stop_token_ids=[5]))
@@ -252,10 +255,10 @@ def test_stop_token_ids_end_a_sequence_and_a_failed_step_fails_only_its_sequence
 
 
 def test_submit_validates_parameters_and_context():
-    runner = CountingRunner(num_rows=1, max_len=16)
+    runner = CountingRunner(num_slots=1, max_len=16)
 
     async def main():
-        engine = AsyncEngine(runner, None, EngineConfig(max_running_requests=1, max_model_len=16))
+        engine = engine_over(runner, max_running_requests=1, max_model_len=16)
         await engine.start()
         try:
             with pytest.raises(ValueError, match="temperature"):
@@ -267,5 +270,3 @@ def test_submit_validates_parameters_and_context():
             await engine.stop()
 
     asyncio.run(main())
-    with pytest.raises(ValueError, match="cache rows"):
-        AsyncEngine(runner, None, EngineConfig(max_running_requests=2, max_model_len=16))

@@ -1,11 +1,12 @@
-"""Pool sizing: the runner's allocated pools follow planner.memory.slot_pools for the budget it is given."""
+"""Pool sizing: the runner's allocated cache follows planner.memory.slot_pools for the budget it is given."""
 import pytest
 import torch
 
 from qwen35.planner import memory
 from qwen35.runtime.demo import demo_config, write_demo_checkpoint
 from qwen35.runtime.engine.memory_sizing import budget_for, measure_budget, plan_pools, sizing_report
-from qwen35.runtime.engine.paged_runner import build_paged_runner
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.runner import build_runner
 from qwen35.runtime.model.loader import load_model
 
 MIB = 2**20
@@ -29,14 +30,14 @@ def test_plan_is_slot_pools_with_the_planner_unit_costs():
 
 @pytest.mark.parametrize("budget_mib, wanted, expect_all", [(40, 8, True), (12, 64, False)])
 def test_allocated_pools_match_the_plan_on_cpu(demo_model, budget_mib, wanted, expect_all):
-    runner, report = build_paged_runner(demo_model, max_len=512, max_running=wanted, page_size=16,
-                                        budget_bytes=budget_mib * MIB)
+    config = EngineConfig(max_running_requests=wanted, max_model_len=512, memory_budget_bytes=budget_mib * MIB)
+    runner, report = build_runner(demo_model, config)
     plan = plan_pools(demo_model.config.text, budget_mib * MIB, wanted, 512, 16, torch.float32)
-    assert report["state_slots"] == plan.state_slots == runner.num_rows
-    assert (plan.state_slots == wanted) is expect_all  # a small budget gives fewer rows than wanted
-    assert runner.blocks.num_pages == plan.num_pages
-    assert report["allocated_state_bytes"] == runner.state.nbytes == report["planned_state_bytes"]
-    assert report["allocated_kv_bytes"] == runner.kv.nbytes
+    assert report["state_slots"] == plan.state_slots == runner.num_slots
+    assert (plan.state_slots == wanted) is expect_all  # a small budget gives fewer slots than wanted
+    assert runner.num_pages == plan.num_pages
+    assert report["allocated_state_bytes"] == runner.cache.state_nbytes == report["planned_state_bytes"]
+    assert report["allocated_kv_bytes"] == runner.cache.kv_nbytes
     assert abs(report["allocated_over_planned"] - 1) < 0.05
     assert report["allocated_bytes"] <= budget_mib * MIB * 1.05
     assert "measured" not in report
@@ -51,7 +52,19 @@ def test_budget_for_fits_exactly(demo_model):
 
 def test_a_budget_below_one_request_is_refused(demo_model):
     with pytest.raises(ValueError, match="cannot hold one 512-token request"):
-        build_paged_runner(demo_model, max_len=512, max_running=4, budget_bytes=1 * MIB)
+        build_runner(demo_model, EngineConfig(max_running_requests=4, max_model_len=512, memory_budget_bytes=MIB))
+
+
+def test_speculation_puts_the_heads_kv_in_the_page_pool(demo_model):
+    """With MTP the planner's extra KV layer is in every page, and the budget pays for it."""
+    plain, _ = build_runner(demo_model, EngineConfig(max_running_requests=2, max_model_len=128))
+    runner, report = build_runner(demo_model, EngineConfig(max_running_requests=2, max_model_len=128,
+                                                           speculative_tokens=2))
+    layers = len(demo_model.config.text.full_attention_layer_ids)
+    assert set(runner.cache.key) - set(plain.cache.key) == {demo_model.config.text.num_hidden_layers}
+    per_page = plain.cache.kv_nbytes / (plain.num_pages + 1)
+    assert runner.cache.kv_nbytes == pytest.approx((runner.num_pages + 1) * per_page * (layers + 1) / layers)
+    assert abs(report["allocated_over_planned"] - 1) < 0.05
 
 
 def test_measuring_needs_cuda():
@@ -70,13 +83,14 @@ def test_report_is_json_ready():
 def test_gpu_budget_is_measured_after_warm_up(tmp_path):
     model = load_model(write_demo_checkpoint(tmp_path / "demo"), device="cuda", dtype=torch.bfloat16, progress=False)
     free_before, total = torch.cuda.mem_get_info()
-    runner, report = build_paged_runner(model, max_len=4096, max_running=8, prefill_chunk=512, cuda_graphs=False)
+    runner, report = build_runner(model, EngineConfig(max_running_requests=8, max_model_len=4096, prefill_chunk_size=256,
+                                                      cuda_graphs=False))
     measured = report["measured"]
     assert measured["total_bytes"] == total
     assert 0 < measured["budget_bytes"] < free_before
     assert measured["activation_peak_bytes"] > 0
     assert abs(report["allocated_over_planned"] - 1) < 0.05
-    assert runner.num_rows == 8
+    assert runner.num_slots == 8
     free_after, _ = torch.cuda.mem_get_info()
     # The pools took the budget: what is left is about the (1 - utilization) headroom plus the peak.
     assert free_after < free_before - 0.9 * report["planned_bytes"]

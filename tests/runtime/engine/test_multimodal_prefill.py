@@ -7,10 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
+from engine_helpers import greedy, reference_greedy
+from qwen35.runtime.engine.async_engine import AsyncEngine
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import LLMEngine
 from qwen35.runtime.engine.multimodal import MediaInputs, prepare_media
-from qwen35.runtime.engine.runner import TorchModelRunner
-from qwen35.runtime.engine.sampling import SamplingParams
+from qwen35.runtime.engine.runner import build_runner
 from qwen35.runtime.model.loader import load_model
 from qwen35.runtime.tokenizer import load_tokenizer
 from qwen35.runtime.vision import (
@@ -51,25 +53,6 @@ def request_inputs(demo):
     return expanded.ids, media
 
 
-def _greedy_reference(model, prompt_ids, media: MediaInputs | None):
-    """Greedy tokens and their logprobs: one whole-prompt forward (vision inside it), then one token at a time."""
-    ids = torch.tensor([prompt_ids])
-    cache = model.new_cache(1, len(prompt_ids) + MAX_TOKENS)
-    kwargs = {}
-    if media is not None:
-        kwargs = dict(pixel_values=media.pixel_values, image_grid_thw=media.image_grid_thw,
-                      pixel_values_videos=media.pixel_values_videos, video_grid_thw=media.video_grid_thw)
-    with torch.inference_mode():
-        logits = model(ids, cache, last_only=True, **kwargs)[0, -1]
-        tokens, logprobs = [], []
-        for step in range(MAX_TOKENS):
-            if step:
-                logits = model(torch.tensor([[tokens[-1]]]), cache)[0, -1]
-            tokens.append(int(logits.argmax()))
-            logprobs.append(float(logits.log_softmax(-1)[tokens[-1]]))
-    return tokens, logprobs
-
-
 def test_prepared_media_slices_cover_every_pad(demo, request_inputs):
     model, _, _ = demo
     prompt_ids, media = request_inputs
@@ -89,24 +72,24 @@ def test_prepared_media_slices_cover_every_pad(demo, request_inputs):
     assert taken == {"image_embeds": image_pads, "video_embeds": video_pads}
 
 
-def test_chunked_multimodal_prefill_matches_whole_prompt(demo, request_inputs):
+def test_chunked_multimodal_prefill_matches_whole_prompt(demo, request_inputs, monkeypatch):
     model, tokenizer, _ = demo
     prompt_ids, media = request_inputs
     text_ids = tokenizer.encode("A plain text prompt decoded in the same batch.")
-    want_media = _greedy_reference(model, prompt_ids, media)
-    want_text = _greedy_reference(model, text_ids, None)
-    runner = TorchModelRunner(model, num_rows=3, max_len=256)
-    calls = []
-    original = runner.prepare_media
-    runner.prepare_media = lambda ids, inputs: calls.append(len(ids)) or original(ids, inputs)
+    want_media = reference_greedy(model, prompt_ids, media, MAX_TOKENS)
+    want_text = reference_greedy(model, text_ids, None, MAX_TOKENS)
     # Chunks of 16 tokens: the image's 70 pads and the video's frame groups straddle chunk edges.
     config = EngineConfig(max_running_requests=3, max_model_len=256, prefill_chunk_size=16, max_prefill_tokens=24)
+    runner, _ = build_runner(model, config)
+    calls = []
+    original = runner.prepare_media
+    monkeypatch.setattr(runner, "prepare_media", lambda ids, inputs: calls.append(len(ids)) or original(ids, inputs))
     # The random demo model's logits are nearly flat, so greedy tokens alone would hide wrong rotary
     # positions; the logprobs do not.
-    params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True, logprobs=0)
+    params = greedy(MAX_TOKENS)
 
     async def main():
-        engine = AsyncEngine(runner, tokenizer, config)
+        engine = AsyncEngine(LLMEngine(runner, config, tokenizer))
         await engine.start()
         try:
             text_handle, = engine.submit(text_ids, [params])
@@ -118,14 +101,14 @@ def test_chunked_multimodal_prefill_matches_whole_prompt(demo, request_inputs):
                     tokens += output.token_ids
                     logprobs += [entry.logprob for entry in output.logprobs or []]
                 results.append((tokens, logprobs))
-            return results
+            return results, text_handle.seq
         finally:
             await engine.stop()
 
-    first, second, text = asyncio.run(main())
+    (first, second, text), text_seq = asyncio.run(main())
     for (tokens, logprobs), (want_tokens, want_logprobs) in ((first, want_media), (second, want_media),
                                                              (text, want_text)):
         assert tokens == want_tokens
         assert np.allclose(logprobs, want_logprobs, rtol=0, atol=1e-4), (logprobs, want_logprobs)
     assert calls == [len(prompt_ids)], "the vision tower runs once per request"
-    assert runner.cache.rope_deltas[0] == 0  # the text row, admitted first, keeps plain positions
+    assert text_seq.rope_delta == 0  # the text sequence, admitted first, keeps plain positions

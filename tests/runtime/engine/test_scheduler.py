@@ -1,48 +1,58 @@
-"""The continuous-batching scheduler: admission, chunked prefill budget, rows, queue bound."""
+"""The scheduler, owner of the books: admission (slots and pages), chunked prefill budget, queue bound,
+post-step work (append, finish, free)."""
+import subprocess
+import sys
+
 import pytest
 
-from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, SchedulerConfig, Sequence, Status
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.sampling import SamplingParams
+from qwen35.runtime.engine.scheduler import QueueFull, Scheduler, StepOutput
+from qwen35.runtime.engine.sequence import Sequence, Status
 
 
-def _seq(seq_id, prompt_len, max_tokens=4):
-    return Sequence(seq_id, list(range(1, prompt_len + 1)), max_tokens)
+def _seq(seq_id, prompt_len, max_tokens=4, stop_ids=frozenset()):
+    return Sequence(seq_id, list(range(1, prompt_len + 1)), SamplingParams(max_tokens=max_tokens), stop_ids)
 
 
-def _finish_step(plan):
+def _scheduler(slots=2, pages=64, **settings):
+    return Scheduler(EngineConfig(**{"max_running_requests": slots, **settings}), slots, pages)
+
+
+def _finish_step(scheduler, batch, token=7):
     """What the engine does after a step: every sampled sequence gets a token."""
-    for seq in plan.sampled:
-        seq.output_ids.append(7)
+    return scheduler.postprocess(batch, StepOutput([[token]] * len(batch.sampled), [[None]] * len(batch.sampled)))
 
 
-def test_admits_up_to_the_row_count_and_decodes_everyone_each_step():
-    scheduler = Scheduler(SchedulerConfig(max_running=2, max_waiting=4, prefill_chunk_size=8, max_prefill_tokens=64))
+def test_admits_up_to_the_slot_count_and_decodes_everyone_each_step():
+    scheduler = _scheduler(slots=2, max_queue=4, prefill_chunk_size=8, max_prefill_tokens=64)
     a, b, c = _seq(0, 5), _seq(1, 3), _seq(2, 4)
     scheduler.add([a, b, c])
-    plan = scheduler.schedule()
-    assert [(ch.seq.seq_id, ch.start, ch.end) for ch in plan.prefills] == [(0, 0, 5), (1, 0, 3)]
-    assert plan.decodes == [] and plan.sampled == [a, b]
-    assert (a.row, b.row, c.row) == (0, 1, None) and c.status is Status.WAITING
-    _finish_step(plan)
-    plan = scheduler.schedule()
-    assert plan.prefills == [] and plan.decodes == [a, b]
+    batch = scheduler.schedule()
+    assert [(ch.seq.seq_id, ch.start, ch.end) for ch in batch.prefills] == [(0, 0, 5), (1, 0, 3)]
+    assert batch.decodes == [] and batch.sampled == [a, b] and batch.admitted == [a, b]
+    assert (a.slot, b.slot, c.slot) == (0, 1, None) and c.status is Status.WAITING
+    _finish_step(scheduler, batch)
+    batch = scheduler.schedule()
+    assert batch.prefills == [] and batch.decodes == [a, b] and batch.admitted == []
     scheduler.finish(a)
     assert a.status is Status.FINISHED and scheduler.num_running == 1
-    plan = scheduler.schedule()
-    assert c.row == 0, "the freed row goes to the next waiting sequence"
-    assert [ch.seq for ch in plan.prefills] == [c] and plan.decodes == [b]
-    assert plan.sampled == [c, b], "completed prefills come before decodes, matching the logits order"
+    batch = scheduler.schedule()
+    assert c.slot == 0, "the freed slot goes to the next waiting sequence"
+    assert [ch.seq for ch in batch.prefills] == [c] and batch.decodes == [b]
+    assert batch.sampled == [c, b], "completed prefills come before decodes, matching the runner's order"
 
 
 def test_long_prompts_are_chunked_within_the_step_budget():
-    scheduler = Scheduler(SchedulerConfig(max_running=3, prefill_chunk_size=4, max_prefill_tokens=6))
+    scheduler = _scheduler(slots=3, prefill_chunk_size=4, max_prefill_tokens=6)
     long, short = _seq(0, 10), _seq(1, 3)
     scheduler.add([long, short])
     chunks = []
     for _ in range(4):
-        plan = scheduler.schedule()
-        chunks.append([(ch.seq.seq_id, ch.start, ch.end, ch.completes_prompt) for ch in plan.prefills])
-        assert sum(ch.end - ch.start for ch in plan.prefills) <= 6
-        _finish_step(plan)
+        batch = scheduler.schedule()
+        chunks.append([(ch.seq.seq_id, ch.start, ch.end, ch.completes_prompt) for ch in batch.prefills])
+        assert sum(ch.end - ch.start for ch in batch.prefills) <= 6
+        _finish_step(scheduler, batch)
     assert chunks == [
         [(0, 0, 4, False), (1, 0, 2, False)],
         [(0, 4, 8, False), (1, 2, 3, True)],
@@ -52,9 +62,9 @@ def test_long_prompts_are_chunked_within_the_step_budget():
     assert long.status is Status.DECODING and short.status is Status.DECODING
 
 
-def test_queue_bound_counts_free_rows_and_is_all_or_nothing():
-    scheduler = Scheduler(SchedulerConfig(max_running=1, max_waiting=1))
-    scheduler.add([_seq(0, 2)])  # takes the free row at the next step
+def test_queue_bound_counts_free_slots_and_is_all_or_nothing():
+    scheduler = _scheduler(slots=1, max_queue=1)
+    scheduler.add([_seq(0, 2)])  # takes the free slot at the next step
     scheduler.add([_seq(1, 2)])  # waits
     with pytest.raises(QueueFull):
         scheduler.add([_seq(2, 2)])
@@ -66,7 +76,7 @@ def test_queue_bound_counts_free_rows_and_is_all_or_nothing():
 
 
 def test_finishing_a_waiting_sequence_removes_it_from_the_queue():
-    scheduler = Scheduler(SchedulerConfig(max_running=1, max_waiting=2))
+    scheduler = _scheduler(slots=1, max_queue=2)
     first, second = _seq(0, 2), _seq(1, 2)
     scheduler.add([first, second])
     scheduler.schedule()
@@ -74,58 +84,59 @@ def test_finishing_a_waiting_sequence_removes_it_from_the_queue():
     scheduler.finish(second)  # idempotent
     assert scheduler.num_waiting == 0 and second.status is Status.FINISHED
     scheduler.finish(first)
-    assert not scheduler.has_work
+    assert not scheduler.has_work and scheduler.slots.num_free == 1 and scheduler.blocks.num_free_pages == 64
 
 
 def test_sequences_that_cannot_fit_the_context_are_refused():
-    scheduler = Scheduler(SchedulerConfig(max_model_len=16))
+    scheduler = _scheduler(max_model_len=16)
     with pytest.raises(ValueError, match="exceeds the context"):
         scheduler.add([_seq(0, 10, max_tokens=7)])
     with pytest.raises(ValueError, match="empty"):
-        scheduler.add([Sequence(1, [], 4)])
+        scheduler.add([_seq(1, 0)])
     scheduler.add([_seq(2, 10, max_tokens=6)])
 
 
-def test_last_token_feeds_the_prompt_end_then_the_output():
+def test_last_token_and_length_follow_the_prompt_then_the_output():
     seq = _seq(0, 3)
-    assert seq.last_token == 3
-    seq.output_ids.append(9)
-    assert seq.last_token == 9
+    assert seq.last_token == 3 and seq.num_tokens == 3
+    seq.append_token(9, None)
+    assert seq.last_token == 9 and seq.num_tokens == 4
 
 
 def test_config_validation_names_the_bad_limit():
-    with pytest.raises(ValueError, match="max_running"):
-        Scheduler(SchedulerConfig(max_running=0))
-    with pytest.raises(ValueError, match="max_waiting"):
-        Scheduler(SchedulerConfig(max_waiting=-1))
+    with pytest.raises(ValueError, match="max_running_requests"):
+        Scheduler(EngineConfig(max_running_requests=0), 1, 1)
+    with pytest.raises(ValueError, match="max_queue"):
+        Scheduler(EngineConfig(max_queue=-1), 1, 1)
 
 
-def test_admission_reserves_kv_pages_and_finishing_returns_them():
-    # 10 pages of 4 tokens; each sequence reserves pages for prompt + max_tokens.
-    config = SchedulerConfig(max_running=4, prefill_chunk_size=64, max_prefill_tokens=256, kv_pages=10, page_size=4)
-    scheduler = Scheduler(config)
-    a, b, c = _seq(0, 9, max_tokens=7), _seq(1, 12, max_tokens=4), _seq(2, 1, max_tokens=1)
+def test_admission_allocates_every_page_a_sequence_can_fill_and_finishing_returns_them():
+    # 10 pages of 4 tokens; each sequence holds pages for prompt + max_tokens from admission on.
+    scheduler = _scheduler(slots=4, pages=10, page_size=4, prefill_chunk_size=64, max_prefill_tokens=256)
+    a, b, c = _seq(0, 9, max_tokens=7), _seq(1, 12, max_tokens=4), _seq(2, 1, max_tokens=3)
     scheduler.add([a, b, c])
-    plan = scheduler.schedule()
-    # a needs 4 pages, b 4: both fit (2 left); c needs 1 but waits behind nobody, so it is admitted too.
-    assert [ch.seq for ch in plan.prefills] == [a, b, c] and scheduler.free_pages == 1
-    d = _seq(3, 5, max_tokens=3)  # 2 pages: a row is free, the pages are not
+    batch = scheduler.schedule()
+    # a needs 4 pages, b 4, c 1: all fit, one page stays free.
+    assert [ch.seq for ch in batch.prefills] == [a, b, c] and scheduler.blocks.num_free_pages == 1
+    assert (len(a.block_table), len(b.block_table), len(c.block_table)) == (4, 4, 1)
+    held = a.block_table + b.block_table + c.block_table
+    assert len(set(held)) == 9, "no page is handed out twice"
+    d = _seq(3, 5, max_tokens=3)  # 2 pages: a slot is free, the pages are not
     scheduler.add([d])
-    _finish_step(plan)
-    plan = scheduler.schedule()
-    assert d.status is Status.WAITING and d.row is None and plan.decodes == [a, b, c]
+    _finish_step(scheduler, batch)
+    batch = scheduler.schedule()
+    assert d.status is Status.WAITING and d.slot is None and batch.decodes == [a, b, c]
     scheduler.finish(c)
-    assert scheduler.free_pages == 2
-    plan = scheduler.schedule()
-    assert d.row is not None and [ch.seq for ch in plan.prefills] == [d] and scheduler.free_pages == 0
+    assert scheduler.blocks.num_free_pages == 2 and c.block_table == []
+    batch = scheduler.schedule()
+    assert d.slot is not None and [ch.seq for ch in batch.prefills] == [d] and scheduler.blocks.num_free_pages == 0
     for seq in (a, b, d):
         scheduler.finish(seq)
-    assert scheduler.free_pages == 10
+    assert scheduler.blocks.num_free_pages == 10 and scheduler.slots.num_free == 4
 
 
 def test_admission_is_first_come_first_served_when_pages_are_short():
-    config = SchedulerConfig(max_running=4, kv_pages=4, page_size=4, prefill_chunk_size=64, max_prefill_tokens=256)
-    scheduler = Scheduler(config)
+    scheduler = _scheduler(slots=4, pages=4, page_size=4, prefill_chunk_size=64, max_prefill_tokens=256)
     big, small = _seq(0, 12, max_tokens=4), _seq(1, 2, max_tokens=2)
     holder = _seq(2, 2, max_tokens=2)
     scheduler.add([holder])
@@ -133,28 +144,58 @@ def test_admission_is_first_come_first_served_when_pages_are_short():
     scheduler.add([big, small])
     scheduler.schedule()
     # big needs all 4 pages and holder has one: small must not overtake big and starve it.
-    assert big.row is None and small.row is None
+    assert big.slot is None and small.slot is None
     scheduler.finish(holder)
     scheduler.schedule()
-    assert big.row is not None and small.row is None
+    assert big.slot is not None and small.slot is None
 
 
 def test_a_request_larger_than_the_kv_pool_is_refused_at_once():
-    scheduler = Scheduler(SchedulerConfig(max_running=2, max_model_len=100, kv_pages=5, page_size=4))
+    scheduler = _scheduler(slots=2, pages=5, max_model_len=100, page_size=4)
     with pytest.raises(ValueError, match="exceeds the KV pool of 20 tokens"):
         scheduler.add([_seq(0, 15, max_tokens=6)])
     scheduler.add([_seq(1, 15, max_tokens=5)])  # exactly 20 tokens: fits
     with pytest.raises(ValueError, match="positive sizes"):
-        Scheduler(SchedulerConfig(kv_pages=0))
+        _scheduler(pages=0)
 
 
 def test_speculation_reserves_room_for_a_verify_beyond_max_tokens():
-    config = SchedulerConfig(max_running=2, kv_pages=4, page_size=4, reserve_extra_tokens=3,
-                             prefill_chunk_size=64, max_prefill_tokens=64)
-    scheduler = Scheduler(config)
-    seq = _seq(0, 8, max_tokens=5)  # 13 tokens + 3 of a verify = 16: all four pages
+    scheduler = _scheduler(slots=2, pages=4, page_size=4, speculative_tokens=2, prefill_chunk_size=64,
+                           max_prefill_tokens=64)
+    seq = _seq(0, 8, max_tokens=5)  # 13 tokens + 3 of a verify (last token and 2 drafts) = 16: all four pages
     scheduler.add([seq])
     scheduler.schedule()
-    assert scheduler.free_pages == 0
+    assert scheduler.blocks.num_free_pages == 0
     with pytest.raises(ValueError, match="KV pool of 16 tokens"):
         scheduler.add([_seq(1, 8, max_tokens=6)])
+
+
+def test_postprocess_appends_up_to_the_end_and_frees_in_one_place():
+    scheduler = _scheduler(slots=2, pages=8, page_size=4)
+    stopper, runner = _seq(0, 3, max_tokens=10, stop_ids=frozenset({5})), _seq(1, 3, max_tokens=2)
+    scheduler.add([stopper, runner])
+    batch = scheduler.schedule()
+    outputs = scheduler.postprocess(batch, StepOutput([[4, 5, 6], [8, 9, 10]], [[None] * 3] * 2))
+    # The stop token ends the first, max_tokens the second; tokens after the end are dropped.
+    assert [(seq.seq_id, out.token_ids, out.finish_reason) for seq, out in outputs] == [
+        (0, [4], None), (0, [5], "stop"), (1, [8], None), (1, [9], "length")]
+    assert stopper.output_ids == [4, 5] and runner.output_ids == [8, 9]
+    assert not scheduler.has_work and scheduler.slots.num_free == 2 and scheduler.blocks.num_free_pages == 8
+
+
+def test_a_sequence_aborted_in_flight_is_retired_by_postprocess_with_an_abort():
+    scheduler = _scheduler(slots=1, pages=8)
+    seq = _seq(0, 3)
+    scheduler.add([seq])
+    batch = scheduler.schedule()
+    seq.aborted = True
+    outputs = _finish_step(scheduler, batch)
+    assert [(out.token_ids, out.finish_reason) for _, out in outputs] == [([], "abort")]
+    assert seq.output_ids == [] and seq.status is Status.FINISHED and scheduler.slots.num_free == 1
+
+
+def test_the_books_import_without_torch():
+    code = ("import sys; import qwen35.runtime.engine.scheduler, qwen35.runtime.engine.kv_pool, "
+            "qwen35.runtime.engine.state_pool, qwen35.runtime.engine.sequence, qwen35.runtime.engine.config; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,13 +12,14 @@ import torch
 from qwen35.planner.errors import InputError
 from qwen35.planner.models.config import parse_config
 from qwen35.runtime.demo.config import demo_config_dict
-from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-from qwen35.runtime.engine.runner import TorchModelRunner
-from qwen35.runtime.engine.sampling import (SamplingBatch, SamplingParams, TokenHistory, apply_penalties,
-                                            filter_probs, sample)
 from qwen35.runtime.engine import speculative
-from qwen35.runtime.engine.speculative import SpeculativeRunner
-from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS, LLM
+from qwen35.runtime.engine.async_engine import AsyncEngine
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
+from qwen35.runtime.engine.multimodal import MediaInputs
+from qwen35.runtime.engine.runner import build_runner
+from qwen35.runtime.engine.sampling import SamplingBatch, SamplingParams, apply_penalties, filter_probs
+from qwen35.runtime.llm import LLM
 from qwen35.runtime.model.qwen35_model import Qwen35Model
 from qwen35.runtime.server.metrics import ServerMetrics
 
@@ -70,10 +71,17 @@ def drafting_model() -> Qwen35Model:
     return model
 
 
-def run_engine(runner, prompts, params, config, tokenizer=None, observer=None):
-    """Every prompt through one AsyncEngine; (token ids per prompt, logprobs per prompt, engine)."""
+def engine_for(model, config, tokenizer=None):
+    """An LLMEngine over the model with pools for config."""
+    return LLMEngine(build_runner(model, config)[0], config, tokenizer, eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
+
+
+def run_engine(model, prompts, params, config, tokenizer=None, observer=None):
+    """Every prompt through one AsyncEngine; (token ids per prompt, logprobs per prompt, the LLMEngine)."""
+    inner = engine_for(model, config, tokenizer)
+
     async def main():
-        engine = AsyncEngine(runner, tokenizer, config, eos_token_ids=DEFAULT_STOP_TOKEN_IDS, observer=observer)
+        engine = AsyncEngine(inner, observer=observer)
         await engine.start()
 
         async def one(prompt, p):
@@ -87,9 +95,10 @@ def run_engine(runner, prompts, params, config, tokenizer=None, observer=None):
             results = await asyncio.gather(*(one(prompt, p) for prompt, p in zip(prompts, params)))
         finally:
             await engine.stop()
-        return [r[0] for r in results], [r[1] for r in results], engine
+        return [r[0] for r in results], [r[1] for r in results]
 
-    return asyncio.run(main())
+    tokens, logprobs = asyncio.run(main())
+    return tokens, logprobs, inner
 
 
 def test_engine_greedy_speculation_equals_offline_greedy_on_the_demo_checkpoint(demo_path):
@@ -103,11 +112,8 @@ def test_engine_greedy_speculation_equals_offline_greedy_on_the_demo_checkpoint(
     config = EngineConfig(max_running_requests=3, max_model_len=128, prefill_chunk_size=5, max_prefill_tokens=7,
                           speculative_tokens=3)
     plain_config = EngineConfig(**{**config.__dict__, "speculative_tokens": 0})
-    with torch.inference_mode():
-        plain_tokens, plain_logprobs, _ = run_engine(TorchModelRunner(llm.model, 3, 128), prompts, params,
-                                                     plain_config, llm.tokenizer)
-        runner = SpeculativeRunner(llm.model, 3, 128, num_speculative_tokens=3)
-        tokens, logprobs, engine = run_engine(runner, prompts, params, config, llm.tokenizer)
+    plain_tokens, plain_logprobs, _ = run_engine(llm.model, prompts, params, plain_config, llm.tokenizer)
+    tokens, logprobs, engine = run_engine(llm.model, prompts, params, config, llm.tokenizer)
     assert tokens == [w.token_ids for w in want] == plain_tokens
     assert engine.draft_tokens > 0
     for got, expected in zip(logprobs, plain_logprobs):
@@ -124,18 +130,16 @@ def test_a_head_that_always_or_never_agrees(agrees):
     params = [SamplingParams(temperature=0, max_tokens=13) for _ in prompts]
     config = EngineConfig(max_running_requests=3, max_model_len=64, prefill_chunk_size=8, speculative_tokens=3)
     metrics = ServerMetrics()
-    with torch.inference_mode():
-        runner = SpeculativeRunner(model, 3, 64, num_speculative_tokens=3)
-        tokens, _, engine = run_engine(runner, prompts, params, config, observer=metrics)
+    tokens, _, engine = run_engine(model, prompts, params, config, observer=metrics)
     assert tokens == [[(p[-1] + i) % 32 for i in range(1, 14)] for p in prompts]
     assert engine.draft_tokens > 0
     rate = engine.accepted_tokens / engine.draft_tokens
     assert rate == (1.0 if agrees else 0.0)
     assert f"qwen35_spec_decode_acceptance_rate {1 if agrees else 0}" in metrics.render()
     assert metrics.draft_tokens.value() == engine.draft_tokens
-    decode_forwards = runner.main_forwards - len(prompts)  # one prefill chunk each
-    # 12 tokens after the first: 3 verifies when every draft lands (4 tokens each), else one per token.
-    assert decode_forwards == (3 if agrees else 12)
+    # One step prefills every prompt (one chunk each); then 12 tokens after the first: 3 verifies when
+    # every draft lands (4 tokens each), else one per token.
+    assert engine.steps - 1 == (3 if agrees else 12)
 
 
 @pytest.mark.parametrize("k", [2, 4])
@@ -150,10 +154,8 @@ def test_partial_acceptance_keeps_greedy_output_exact(k):
     params[2] = SamplingParams(temperature=1.0, max_tokens=20)  # a sampled row batched with the greedy ones
     config = EngineConfig(max_running_requests=4, max_model_len=64, prefill_chunk_size=4, max_prefill_tokens=6,
                           speculative_tokens=k)
-    with torch.inference_mode():
-        want, _, _ = run_engine(TorchModelRunner(model, 4, 64), prompts, params,
-                                EngineConfig(**{**config.__dict__, "speculative_tokens": 0}))
-        got, _, engine = run_engine(SpeculativeRunner(model, 4, 64, k), prompts, params, config)
+    want, _, _ = run_engine(model, prompts, params, EngineConfig(**{**config.__dict__, "speculative_tokens": 0}))
+    got, _, engine = run_engine(model, prompts, params, config)
     assert [g for i, g in enumerate(got) if i != 2] == [w for i, w in enumerate(want) if i != 2]
     assert len(got[2]) == 20
     assert 0.2 < engine.accepted_tokens / engine.draft_tokens < 0.95
@@ -182,36 +184,19 @@ def exact_distribution(model, prompt, params, length):
 
 
 def sample_speculatively(model, prompt, params, rows, length, k, seed):
-    """`rows` independent samples of the first `length` tokens; even rows seeded, odd ones from a generator."""
-    runner = SpeculativeRunner(model, rows, len(prompt) + length + 2, num_speculative_tokens=k)
-    history = TokenHistory(rows, model.config.text.vocab_size)
-    generator = torch.Generator().manual_seed(seed)
-    row_params = [SamplingParams(**{**params.__dict__, "seed": seed * rows + r if r % 2 == 0 else None})
-                  for r in range(rows)]
-    everyone = list(range(rows))
-    for row in everyone:
-        runner.reset_row(row)
-        history.start(row, prompt)
-    for token in prompt:  # prefill all rows together, a token at a time
-        logits = runner.decode(everyone, [token] * rows)
-    slots = torch.arange(rows)
-    first = sample(logits, SamplingBatch.from_params(row_params, [0] * rows), history, slots, generator).token_ids
-    history.append(slots, first)
-    outputs = [[t] for t in first.tolist()]
-    accepted = drafted = 0
-    while True:
-        todo = [r for r in everyone if len(outputs[r]) < length]
-        if not todo:
-            break
-        slots = torch.tensor(todo)
-        batch = SamplingBatch.from_params([row_params[r] for r in todo], [len(outputs[r]) for r in todo])
-        step = runner.speculate(todo, [outputs[r][-1] for r in todo], batch, history, slots, generator)
-        for row, tokens in zip(todo, step.token_ids):
-            outputs[row] += tokens
-            history.append(torch.full((len(tokens),), row), torch.tensor(tokens))
-        accepted += sum(step.num_accepted)
-        drafted += step.num_drafted
-    return torch.tensor([o[:length] for o in outputs]), accepted / drafted
+    """`rows` independent samples of the first `length` tokens; even rows seeded, odd ones from the generator."""
+    config = EngineConfig(max_running_requests=rows, max_queue=0, max_model_len=len(prompt) + length + 2,
+                          prefill_chunk_size=len(prompt), max_prefill_tokens=rows * len(prompt),
+                          speculative_tokens=k, seed=seed)
+    engine = engine_for(model, config)
+    seqs = []
+    for r in range(rows):
+        row_params = SamplingParams(**{**params.__dict__, "max_tokens": length, "ignore_eos": True,
+                                       "seed": seed * rows + r if r % 2 == 0 else None})
+        seqs += engine.add_request(prompt, [row_params])
+    while engine.has_work:
+        engine.step()
+    return torch.tensor([seq.output_ids for seq in seqs]), engine.accepted_tokens / engine.draft_tokens
 
 
 def chi_square(samples, expected_probs):
@@ -276,12 +261,10 @@ def test_serve_with_speculative_tokens_answers_and_exports_acceptance(demo_path)
 
     app, summary = build_app(ServeOptions(model=str(demo_path), device="cpu", max_model_len=64,
                                           max_running_requests=2, speculative_tokens=2), progress=False)
-    engine = app.state.qwen35.engine
+    engine = app.state.qwen35.engine.engine
     assert summary["speculative_tokens"] == 2 and engine.config.speculative_tokens == 2
-    # The default runner speculates over the paged pools, and serves text only while it does.
-    from qwen35.runtime.engine.paged_speculative import PagedSpeculativeRunner
-
-    assert isinstance(engine.runner, PagedSpeculativeRunner) and engine.runner.num_speculative_tokens == 2
+    # The runner composes the MTP drafter, and serves text only while it speculates.
+    assert engine.runner.drafter.num_speculative_tokens == 2 and not engine.takes_media
     assert app.state.qwen35.settings.text_only
     with TestClient(app) as client:
         reply = client.post("/v1/completions", json={"model": summary["model"], "prompt": "Hello",
@@ -297,3 +280,24 @@ def test_serve_with_speculative_tokens_answers_and_exports_acceptance(demo_path)
     help_text = subprocess.run([str(qwen35), "serve", "--help"], capture_output=True, text=True,
                                env={**os.environ, "COLUMNS": "200"}, timeout=60).stdout
     assert "--speculative-tokens" in help_text
+
+
+def test_speculation_gives_every_page_and_slot_back_and_refuses_what_it_cannot_serve(demo_path):
+    """Idle after speculating, the books hold nothing; media prompts and a checkpoint without an MTP head
+    are refused with the reason."""
+    model = drafting_model()
+    prompts = [[1, 2, 3], [4] * 19, [5, 6]]
+    params = [SamplingParams(temperature=0, max_tokens=m) for m in (11, 5, 17)]
+    config = EngineConfig(max_running_requests=2, max_model_len=48, prefill_chunk_size=8, speculative_tokens=2)
+    _, _, engine = run_engine(model, prompts, params, config)
+    assert engine.draft_tokens > 0
+    books = engine.scheduler
+    assert books.blocks.num_free_pages == engine.runner.num_pages and books.slots.num_free == engine.runner.num_slots
+    assert not engine.takes_media
+    with pytest.raises(ValueError, match="text only"):
+        engine.add_request([1, 2], [SamplingParams(max_tokens=2)], media=MediaInputs(torch.zeros(4, 8), [(1, 2, 2)]))
+    bare = LLM(demo_path, progress=False).model
+    bare.mtp = None
+    with pytest.raises(ValueError, match="MTP head"):
+        build_runner(bare, config)
+

@@ -45,4 +45,4 @@ def test_kernels_compile_for_sm90_without_spills():
     assert {"_recurrent_decode_kernel", "_intra_chunk_kernel", "_chunk_state_kernel", "_chunk_output_kernel",
             "_conv_varlen_kernel", "_conv_final_state_kernel", "_conv_update_kernel", "_gated_rmsnorm_kernel",
             "_rmsnorm_kernel", "_silu_mul_kernel", "_paged_decode_kernel", "_merge_splits_kernel",
-            "_paged_prefill_kernel", "_recurrent_verify_kernel"} <= compiled
+            "_paged_prefill_kernel", "_recurrent_verify_kernel", "_conv_verify_kernel"} <= compiled

@@ -96,7 +96,7 @@ def model_path_before(query, key, value, k_pages, v_pages, block_tables, bounds)
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_reference_equals_model_path_before(dtype):
-    """The torch kernel set keeps the paged runner's CPU numerics bit for bit."""
+    """The torch kernel set keeps the engine's CPU numerics bit for bit."""
     q, k_pages, v_pages, tables, cu_seqlens, cached_lens = make(CHUNKS, 8, 2, 8, 64, dtype, "cpu", seed=2)
     cu, cached = cu_seqlens.tolist(), cached_lens.tolist()
     bounds = [(cu[i], cu[i + 1], cached[i]) for i in range(len(cached))]

@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from qwen35.runtime import load_model
+from qwen35.runtime.kernels import select_kernels
+from qwen35.runtime.model.batch import Mode, packed_batch
+from qwen35.runtime.model.cache import ModelCache
 from qwen35.runtime.model.fp8 import dequantize_blockwise
 from qwen35_tiny_checkpoints import (add_mtp, fuse_experts, read_config, read_tensors,
                                      VISION, text_config, to_fp8, write_checkpoint)
@@ -16,7 +19,8 @@ def rel_err(a, b):
 
 
 def our_state(model):
-    """Our parameters under their checkpoint names, experts unfused to per-expert tensors."""
+    """Our parameters under their checkpoint names: experts unfused to per-expert tensors, packed MLP
+    projections split back into gate_proj and up_proj."""
     from qwen35.runtime.model.loader import checkpoint_name
 
     out = {}
@@ -27,6 +31,9 @@ def our_state(model):
             for e, fused in enumerate(param):
                 gate, up = fused.chunk(2)
                 out[f"{base}{e}.gate_proj.weight"], out[f"{base}{e}.up_proj.weight"] = gate, up
+        elif ckpt.endswith(".gate_up_proj.weight"):
+            base = ckpt[: -len("gate_up_proj.weight")]
+            out[f"{base}gate_proj.weight"], out[f"{base}up_proj.weight"] = param.chunk(2)
         elif ckpt.endswith(".mlp.experts.down_proj"):
             base = ckpt[: -len("down_proj")]
             for e, down in enumerate(param):
@@ -77,12 +84,16 @@ def test_mtp_forward_runs_on_loaded_weights(hf_checkpoints, tmp_path):
     tensors, config = read_tensors(path), read_config(path)
     add_mtp(tensors, config)
     model = load_model(write_checkpoint(tmp_path / "mtp", tensors, config), progress=False)
-    ids = torch.randint(0, 320, (2, 11))
+    ids = torch.randint(0, 320, (11,))
     with torch.no_grad():
-        hidden = model.language_model(ids)
-        embeds = model.language_model.embed_tokens(torch.roll(ids, -1, dims=1))
-        draft = model.compute_logits(model.mtp(embeds, hidden, torch.arange(11).expand(2, -1)))
-    assert draft.shape == (2, 11, 320) and not draft.isnan().any()
+        hidden = model.prompt_hidden(ids[None])[0]
+        next_ids = torch.roll(ids, -1)
+        cache = ModelCache(model.config.text, 1, 1, 16, torch.float32, "cpu", mtp_layers=1)
+        batch = packed_batch(Mode.PREFILL, next_ids, [11], [0], torch.tensor([0], dtype=torch.int32),
+                             torch.zeros(1, 1, dtype=torch.int32), 16)
+        draft = model.compute_logits(model.mtp(model.language_model.embed_tokens(next_ids), hidden, batch, cache,
+                                               select_kernels("cpu")))
+    assert draft.shape == (11, 320) and not draft.isnan().any()
 
 
 @pytest.mark.parametrize("variant", ["moe_untied", "fp8_dense"])
@@ -124,10 +135,10 @@ def test_fp8_fused_experts_with_stacked_block_scales(hf_checkpoints, tmp_path):
     gate_up = "model.language_model.layers.0.mlp.experts.gate_up_proj"
     assert fp8[gate_up].dtype == torch.float8_e4m3fn and fp8[gate_up + "_scale_inv"].shape == (4, 1, 1)
     model = load_model(write_checkpoint(tmp_path / "fp8", fp8, fp8_config), progress=False)
-    params = dict(model.named_parameters())
-    for name, expected in dequantized.items():
-        ours = name[len("model."):] if name.startswith("model.") else name
-        assert torch.equal(params[ours], expected), name
+    params, ours = dict(model.named_parameters()), our_state(model)
+    for name, expected in dequantized.items():  # fused expert tensors are our parameters as they are
+        got = ours[name] if name in ours else params[name.removeprefix("model.")]
+        assert torch.equal(got, expected), name
 
 
 def test_dequantize_blockwise_partial_blocks():

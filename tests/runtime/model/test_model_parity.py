@@ -3,6 +3,9 @@ import pytest
 import torch
 
 from qwen35.runtime import LLM, SamplingParams, load_model
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import LLMEngine
+from qwen35.runtime.engine.runner import build_runner
 from qwen35_tiny_checkpoints import ALL_VARIANTS, VOCAB
 
 
@@ -27,40 +30,36 @@ def test_logits_match_transformers(hf_checkpoints, variant):
     assert rel_err(ours, expected) < 1e-4
 
 
-@pytest.mark.parametrize("variant", ALL_VARIANTS)
-def test_prefill_then_decode_equals_full_forward(hf_checkpoints, variant):
-    path, _ = hf_checkpoints(variant)
-    model = load_model(path, progress=False)
-    ids = random_ids(3, 49, seed=2)
-    with torch.no_grad():
-        full = model(ids)
-        cache = model.new_cache(3, 49)
-        steps = [model(ids[:, :40], cache)]
-        for t in range(40, 49):
-            steps.append(model(ids[:, t:t + 1], cache))
-    assert cache.lengths == [49, 49, 49]
-    assert rel_err(torch.cat(steps, dim=1), full) < 1e-4
+def engine_logprobs(model, prompts, max_tokens, chunk, slots):
+    """Greedy tokens and the engine's raw logprob of each, through LLMEngine.step (chunked prefill, batched decode)."""
+    config = EngineConfig(max_running_requests=slots, max_model_len=96, prefill_chunk_size=chunk,
+                          max_prefill_tokens=chunk + 3)
+    engine = LLMEngine(build_runner(model, config)[0], config)
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, logprobs=2)
+    seqs = [engine.add_request(prompt, [params])[0] for prompt in prompts]
+    logprobs = {seq.seq_id: [] for seq in seqs}
+    while engine.has_work:
+        for seq, output in engine.step():
+            logprobs[seq.seq_id] += [lp.logprob for lp in output.logprobs or []]
+    return [(seq.output_ids, logprobs[seq.seq_id]) for seq in seqs]
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
-def test_chunked_prefill_equals_one_shot(hf_checkpoints, variant):
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_engine_steps_equal_the_full_forward(hf_checkpoints, variant, chunk):
+    """Prompts of different lengths, prefilled whole or in chunks, decoded together at their own
+    positions, more prompts than slots: every step's logprobs are the full forward's."""
     path, _ = hf_checkpoints(variant)
     model = load_model(path, progress=False)
-    ids = random_ids(2, 45, seed=3)
+    prompts = [random_ids(1, n, seed=20 + n)[0].tolist() for n in (5, 30, 17, 49)]
     with torch.no_grad():
-        one_shot = model.new_cache(2, 46)
-        whole = model(ids, one_shot)
-        chunked = model.new_cache(2, 46)
-        pieces = [model(ids[:, s:s + 7], chunked) for s in range(0, 45, 7)]
-        # The next decode step sees the same state either way.
-        nxt = ids[:, :1]
-        after_whole, after_chunks = model(nxt, one_shot), model(nxt, chunked)
-    assert rel_err(torch.cat(pieces, dim=1), whole) < 1e-4
-    assert rel_err(after_chunks, after_whole) < 1e-4
-    for layer, state in one_shot.recurrent.items():
-        assert rel_err(chunked.recurrent[layer], state) < 1e-4
-    for layer, key in one_shot.key.items():
-        assert rel_err(chunked.key[layer][:, :46], key[:, :46]) < 1e-4
+        results = engine_logprobs(model, prompts, max_tokens=6, chunk=chunk, slots=3)
+        for prompt, (tokens, logprobs) in zip(prompts, results):
+            full = torch.log_softmax(model(torch.tensor([prompt + tokens]))[0].double(), dim=-1)
+            positions = torch.arange(len(prompt) - 1, len(prompt) + len(tokens) - 1)
+            expected = full[positions, torch.tensor(tokens)]
+            assert tokens == full[positions].argmax(dim=-1).tolist()
+            torch.testing.assert_close(torch.tensor(logprobs, dtype=torch.double), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
@@ -75,34 +74,6 @@ def test_greedy_generation_matches_transformers(hf_checkpoints, variant):
         assert output.token_ids == expected.tolist()
         assert output.finish_reason == "length"
         assert output.prompt_token_ids == prompt
-
-
-def test_batched_decode_rows_at_different_positions(hf_checkpoints):
-    """Rows prefilled to different lengths decode together; each equals its own full forward."""
-    path, _ = hf_checkpoints("moe_untied")
-    model = load_model(path, progress=False)
-    lengths = [5, 30, 17]
-    prompts = [random_ids(1, n + 4, seed=10 + n)[0] for n in lengths]
-    with torch.no_grad():
-        cache = model.new_cache(3, 40)
-        for row, (prompt, n) in enumerate(zip(prompts, lengths)):
-            model(prompt[None, :n], cache, rows=[row])
-        steps = []
-        for t in range(4):
-            step = torch.stack([p[n + t] for p, n in zip(prompts, lengths)])[:, None]
-            steps.append(model(step, cache)[:, 0])
-        # A decode over a subset of rows, out of order, also lands in the right rows.
-        partial = model(torch.tensor([[1], [2]]), cache, rows=[2, 0])[:, 0]
-        for row, (prompt, n) in enumerate(zip(prompts, lengths)):
-            full = model(prompt[None])[0]
-            assert rel_err(torch.stack([s[row] for s in steps]), full[n:n + 4]) < 1e-4
-        extended = {r: model(torch.cat([prompts[r], torch.tensor([tok])])[None])[0, -1]
-                    for r, tok in ((2, 1), (0, 2))}
-    assert rel_err(partial[0], extended[2]) < 1e-4
-    assert rel_err(partial[1], extended[0]) < 1e-4
-    assert cache.lengths == [10, 34, 22]
-    with pytest.raises(ValueError, match="2 rows but the call names 3 cache rows"):
-        model(torch.tensor([[1], [2]]), cache)
 
 
 def test_multimodal_rotary_sections_match_transformers():

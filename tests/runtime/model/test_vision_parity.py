@@ -3,7 +3,9 @@ float32 on CPU, on a tiny random checkpoint fed two images of different sizes an
 import pytest
 import torch
 
+from engine_helpers import assert_matches_reference, run_engine
 from qwen35.runtime import load_model
+from qwen35.runtime.engine.multimodal import MediaInputs
 from qwen35.runtime.model.mrope import rope_index
 from qwen35_tiny_vision import TOKENS, build_hf_vision_model, vision_prompt
 
@@ -70,82 +72,33 @@ def test_logits_match_transformers(models, prompt):
     assert rel_err(logits, expected) < 1e-4
 
 
-def test_prefill_with_images_then_decode_equals_full_forward(models, prompt):
+@pytest.mark.parametrize("chunk", [64, 16])
+def test_engine_with_images_and_video_equals_the_full_forward(models, prompt, chunk):
+    """Prefill (whole, or in chunks whose edges fall inside the images and the video), then decode:
+    every step's logprobs are the whole-prompt forward's; a text prompt after it in the same slot starts plain."""
     ours, _ = models
-    ids = with_continuation(prompt)
-    length = prompt.ids.shape[1]
-    with torch.no_grad():
-        full = ours(ids, **prompt.media())
-        cache = ours.new_cache(1, ids.shape[1])
-        steps = [ours(prompt.ids, cache, **prompt.media())]
-        _, deltas = ours.multimodal_positions(prompt.ids, prompt.image_grid_thw, prompt.video_grid_thw)
-        assert cache.rope_deltas == deltas.tolist()
-        for t in range(length, ids.shape[1]):
-            steps.append(ours(ids[:, t:t + 1], cache))
-    assert rel_err(torch.cat(steps, dim=1), full) < 1e-4
-
-
-def test_chunked_prefill_with_positions_and_embeds(models, prompt):
-    ours, _ = models
-    ids = with_continuation(prompt)
-    length = prompt.ids.shape[1]
-    with torch.no_grad():
-        full = ours(ids, **prompt.media())
-        positions, _ = ours.multimodal_positions(prompt.ids, prompt.image_grid_thw, prompt.video_grid_thw)
-        images = ours.embed_vision(prompt.pixel_values, prompt.image_grid_thw)
-        videos = ours.embed_vision(prompt.pixel_values_videos, prompt.video_grid_thw)
-        cache = ours.new_cache(2, ids.shape[1])
-        used = {TOKENS.image_pad: 0, TOKENS.video_pad: 0}
-        pieces = []
-        for start in range(0, length, 16):  # chunk edges fall inside images and the video
-            chunk = prompt.ids[:, start:start + 16]
-            embeds = {}
-            for name, pad, table in (("image_embeds", TOKENS.image_pad, images), ("video_embeds", TOKENS.video_pad,
-                                                                                   videos)):
-                count = int((chunk == pad).sum())
-                if count:
-                    embeds[name] = table[used[pad]:used[pad] + count]
-                    used[pad] += count
-            pieces.append(ours(chunk, cache, rows=[1], positions=positions[:, :, start:start + 16], **embeds))
-        for t in range(length, ids.shape[1]):
-            pieces.append(ours(ids[:, t:t + 1], cache, rows=[1]))
-    assert cache.rope_deltas[0] == 0 and cache.rope_deltas[1] < 0
-    assert rel_err(torch.cat(pieces, dim=1), full) < 1e-4
-
-
-def test_reused_row_starts_with_plain_positions(models, prompt):
-    ours, _ = models
-    text = torch.randint(0, 250, (1, 12), generator=torch.Generator().manual_seed(9))
-    with torch.no_grad():
-        cache = ours.new_cache(1, prompt.ids.shape[1])
-        ours(prompt.ids, cache, **prompt.media())
-        cache.lengths[0] = 0  # what the engine's reset_row does, with the linear-attention state
-        for store in (cache.conv, cache.recurrent):
-            for state in store.values():
-                state[0].zero_()
-        logits = ours(text, cache)
-        expected = ours(text)
-    assert cache.rope_deltas == [0]
-    assert rel_err(logits, expected) < 1e-5
+    ids = prompt.ids[0].tolist()
+    media = MediaInputs(prompt.pixel_values, [tuple(g) for g in prompt.image_grid_thw.tolist()],
+                        prompt.pixel_values_videos, [tuple(g) for g in prompt.video_grid_thw.tolist()])
+    text = torch.randint(0, 250, (12,), generator=torch.Generator().manual_seed(9)).tolist()
+    requests = [(ids, media), (text, None)]
+    results = run_engine(ours, requests, 6, max_running_requests=1, max_model_len=256, prefill_chunk_size=chunk)
+    for request, result in zip(requests, results):
+        assert_matches_reference(ours, request, result, 6)
+    _, deltas = ours.multimodal_positions(prompt.ids, prompt.image_grid_thw, prompt.video_grid_thw)
+    assert [result[2].rope_delta for result in results] == [int(deltas[0]), 0]
 
 
 def test_pad_count_mismatch_is_a_clear_error(models, prompt):
     ours, _ = models
     short = prompt.ids[:, :-30]  # cuts into the video's pads
     with pytest.raises(ValueError, match="video pad tokens"):
-        ours(short, pixel_values_videos=prompt.pixel_values_videos, video_grid_thw=prompt.video_grid_thw)
-    image_only = prompt.ids[:, :25]
+        ours(short, **prompt.media())
+    image_only = prompt.ids[:, :25]  # cuts into the first image's pads
     with pytest.raises(ValueError, match="image pad tokens"):
-        ours(image_only, image_embeds=torch.zeros(3, 32), image_grid_thw=prompt.image_grid_thw)
-
-
-def test_images_mid_sequence_need_positions(models, prompt):
-    ours, _ = models
-    cache = ours.new_cache(1, 200)
-    with torch.no_grad():
-        ours(torch.tensor([[1, 2, 3]]), cache)
-        with pytest.raises(ValueError, match="multimodal_positions"):
-            ours(prompt.ids, cache, **prompt.media())
+        ours(image_only, pixel_values=prompt.pixel_values, image_grid_thw=prompt.image_grid_thw)
+    with pytest.raises(ValueError, match="image pad tokens .* but there are 0 image embeddings"):
+        ours(prompt.ids)  # pads with nothing to fill them
 
 
 def test_rope_index_refuses_leftover_grids():

@@ -10,9 +10,10 @@ import json
 
 import pytest
 
-from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-from qwen35.runtime.engine.paged_runner import PagedModelRunner
-from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
+from qwen35.runtime.engine.async_engine import AsyncEngine
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
+from qwen35.runtime.engine.runner import build_runner
 from qwen35.runtime.model.loader import load_model
 from qwen35.runtime.server.settings import ServerSettings, sampling_defaults_from
 from qwen35.runtime.tokenizer import load_tokenizer
@@ -38,11 +39,9 @@ def _settings(name: str, checkpoint, **overrides) -> ServerSettings:
 @pytest.fixture(scope="session")
 def demo_server(demo_path, demo_tokenizer):
     model = load_model(demo_path, progress=False)
-    runner = PagedModelRunner(model, num_rows=32, max_len=CONTEXT)  # what `qwen35 serve` runs
-    engine = AsyncEngine(runner, demo_tokenizer,
-                         EngineConfig(max_running_requests=32, max_queue=64, max_model_len=CONTEXT,
-                                      prefill_chunk_size=64, max_prefill_tokens=512),
-                         eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
+    config = EngineConfig(max_running_requests=32, max_queue=64, max_model_len=CONTEXT,
+                          prefill_chunk_size=64, max_prefill_tokens=512)
+    engine = AsyncEngine(LLMEngine(build_runner(model, config)[0], config, demo_tokenizer, DEFAULT_STOP_TOKEN_IDS))
     with serving(engine, demo_tokenizer, _settings(DEMO_NAME, demo_path)) as server:
         yield server
 
@@ -50,9 +49,8 @@ def demo_server(demo_path, demo_tokenizer):
 @pytest.fixture(scope="session")
 def scripted_server(demo_path, demo_tokenizer):
     runner = ScriptedRunner(demo_tokenizer, choose_script, num_rows=4, max_len=SCRIPTED_CONTEXT)
-    engine = AsyncEngine(runner, demo_tokenizer,
-                         EngineConfig(max_running_requests=4, max_queue=16, max_model_len=SCRIPTED_CONTEXT),
-                         eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
+    config = EngineConfig(max_running_requests=4, max_queue=16, max_model_len=SCRIPTED_CONTEXT)
+    engine = AsyncEngine(LLMEngine(runner, config, demo_tokenizer, DEFAULT_STOP_TOKEN_IDS))
     # Scripted logits are one-hot, so greedy picks the same tokens as sampling would, without
     # paying for a full-vocabulary top_k sort on every step.
     settings = _settings(SCRIPTED_NAME, demo_path, max_model_len=SCRIPTED_CONTEXT,
@@ -68,9 +66,8 @@ def scripted_server(demo_path, demo_tokenizer):
 def tight_server(demo_path, demo_tokenizer):
     """One row, one queue place, an API key and a short timeout: for 503, 401 and 504."""
     runner = ScriptedRunner(demo_tokenizer, choose_script, num_rows=1, max_len=CONTEXT)
-    engine = AsyncEngine(runner, demo_tokenizer,
-                         EngineConfig(max_running_requests=1, max_queue=1, max_model_len=CONTEXT),
-                         eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
+    config = EngineConfig(max_running_requests=1, max_queue=1, max_model_len=CONTEXT)
+    engine = AsyncEngine(LLMEngine(runner, config, demo_tokenizer, DEFAULT_STOP_TOKEN_IDS))
     settings = _settings(SCRIPTED_NAME, demo_path, api_key=API_KEY, request_timeout=1.0,
                          sampling_defaults={"temperature": 0.0})
     with serving(engine, demo_tokenizer, settings) as server:

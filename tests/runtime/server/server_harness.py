@@ -79,7 +79,7 @@ def serving(engine: AsyncEngine, tokenizer, settings: ServerSettings):
         assert time.monotonic() < deadline, "uvicorn did not start in time"
         ready.wait(0.01)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", engine, engine.runner)
+        yield RunningServer(f"http://127.0.0.1:{port}", engine, engine.engine.runner)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -27,7 +27,7 @@ def test_32_concurrent_streams_complete_and_equal_solo_runs(demo_server):
     for prompt in PROMPTS:
         reply = client.completions.create(**_request(prompt, LONGEST))
         solo[prompt] = (reply.choices[0].token_ids, reply.choices[0].text)
-    steps_before = demo_server.engine.steps
+    steps_before = demo_server.engine.engine.steps
 
     async def stream(client, prompt, max_tokens):
         tokens, text, finishes = [], "", []
@@ -56,33 +56,39 @@ def test_32_concurrent_streams_complete_and_equal_solo_runs(demo_server):
         if max_tokens == LONGEST:
             assert text == solo_text
     # Run one after another these would take 32 * 7 steps; batched they share steps.
-    assert demo_server.engine.steps - steps_before < 4 * LONGEST
+    assert demo_server.engine.engine.steps - steps_before < 4 * LONGEST
     assert demo_server.engine.num_running == 0 and demo_server.engine.num_waiting == 0
 
 
-def test_client_disconnect_mid_stream_frees_its_row(demo_server):
-    scrape = lambda: httpx.get(demo_server.url + "/metrics").text  # noqa: E731
+def test_client_disconnect_mid_stream_frees_its_row(scripted_server):
+    """The decode step is held while the client goes away, so the sequence is surely still running."""
+    runner, engine = scripted_server.runner, scripted_server.engine
+    scrape = lambda: httpx.get(scripted_server.url + "/metrics").text  # noqa: E731
     before = scrape()
     aborted_before = metric(before, "qwen35_aborted_requests_total")
     generated_before = metric(before, "qwen35_generation_tokens_total")
-    body = {"model": DEMO_NAME, "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "max_tokens": 200, "temperature": 0, "stream": True, "enable_thinking": False}
-    with httpx.Client(base_url=demo_server.url, timeout=60) as client:
-        with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            assert response.status_code == 200
-            seen = 0
-            for line in response.iter_lines():
-                if line.startswith("data: {"):
-                    seen += 1
-                if seen >= 3:
-                    break
-            assert demo_server.engine.num_running == 1
-    # The connection is closed mid-stream: the server must notice and free the row.
+    body = {"model": SCRIPTED_NAME, "messages": [{"role": "user", "content": "[long]"}],
+            "max_tokens": 150, "stream": True, "enable_thinking": False}
+    try:
+        with httpx.Client(base_url=scripted_server.url, timeout=60) as client:
+            with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                assert response.status_code == 200
+                seen = 0
+                for line in response.iter_lines():
+                    seen += line.startswith("data: {")
+                    if seen >= 3:
+                        break
+                runner.gate.clear()  # the next decode step blocks inside the runner
+                assert engine.num_running == 1
+        # The connection is closed mid-stream: the server must notice and abort the sequence.
+        wait_for(lambda: all(seq.aborted for seq in engine.engine.scheduler.running), what="abort after disconnect")
+    finally:
+        runner.gate.set()
     wait_for(lambda: metric(scrape(), "qwen35_running_requests") == 0, what="row freed after disconnect")
     after = scrape()
     assert metric(after, "qwen35_aborted_requests_total") == aborted_before + 1
-    assert metric(after, "qwen35_generation_tokens_total") - generated_before < 200
-    assert demo_server.engine.num_running == 0
+    assert metric(after, "qwen35_generation_tokens_total") - generated_before < 150
+    assert engine.num_running == 0
 
 
 def test_full_queue_gets_503_and_timeouts_free_everything(tight_server):

@@ -17,9 +17,10 @@ from openai import OpenAI
 from PIL import Image
 
 from server_harness import serving
-from qwen35.runtime.engine.async_engine import AsyncEngine, EngineConfig
-from qwen35.runtime.engine.paged_runner import PagedModelRunner
-from qwen35.runtime.llm import DEFAULT_STOP_TOKEN_IDS
+from qwen35.runtime.engine.async_engine import AsyncEngine
+from qwen35.runtime.engine.config import EngineConfig
+from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
+from qwen35.runtime.engine.runner import build_runner
 from qwen35.runtime.model.loader import load_model
 from qwen35.runtime.server.errors import APIError
 from qwen35.runtime.server.media_parts import MediaPart, VisionServing, load_media, vision_serving
@@ -86,12 +87,11 @@ def media_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vision_server(demo_path, demo_tokenizer, media_dir):
     model = load_model(demo_path, progress=False)
-    runner = PagedModelRunner(model, num_rows=4, max_len=CONTEXT)  # what `qwen35 serve` runs
     # 32-token chunks: every image's 70 pads span three prefill chunks.
-    engine = AsyncEngine(runner, demo_tokenizer,
-                         EngineConfig(max_running_requests=4, max_queue=16, max_model_len=CONTEXT,
-                                      prefill_chunk_size=32, max_prefill_tokens=64),
-                         eos_token_ids=DEFAULT_STOP_TOKEN_IDS)
+    config = EngineConfig(max_running_requests=4, max_queue=16, max_model_len=CONTEXT,
+                          prefill_chunk_size=32, max_prefill_tokens=64)
+    runner, _ = build_runner(model, config)  # what `qwen35 serve` runs
+    engine = AsyncEngine(LLMEngine(runner, config, demo_tokenizer, DEFAULT_STOP_TOKEN_IDS))
     policy = MediaPolicy(local_media_dir=media_dir, max_image_bytes=MAX_IMAGE_BYTES, timeout_s=5.0)
     settings = ServerSettings(served_model_names=[NAME], max_model_len=CONTEXT, model_root=str(demo_path),
                               request_timeout=120.0, max_n=2, text_only=False, max_body_bytes=1 << 20,
