@@ -58,6 +58,10 @@ def serve(
     speculative_tokens: int = typer.Option(
         ServeOptions.speculative_tokens, "--speculative-tokens",
         help="MTP speculative decoding: draft tokens per step, verified in one forward (0: off; try 2 or 3)."),
+    no_prefix_caching: bool = typer.Option(
+        not ServeOptions.prefix_caching, "--no-prefix-caching",
+        help="Prefill every prompt from its first token (by default cached prefixes are reused: KV pages plus "
+             "Gated DeltaNet state checkpoints)."),
     allowed_local_media_path: Optional[str] = typer.Option(
         None, "--allowed-local-media-path",
         help="Let image/video parts name local files (file:// or paths) under this directory; off by default."),
@@ -70,7 +74,7 @@ def serve(
                            served_model_names=list(served_model_name or []), api_key=api_key or None,
                            max_model_len=max_model_len, max_running_requests=max_running_requests,
                            max_queue=max_queue, request_timeout=request_timeout, seed=seed,
-                           speculative_tokens=speculative_tokens,
+                           speculative_tokens=speculative_tokens, prefix_caching=not no_prefix_caching,
                            prefill_chunk_size=prefill_chunk_size,
                            allowed_local_media_path=allowed_local_media_path)
     options.validate()
@@ -81,8 +85,10 @@ def serve(
     base = f"http://{shown_host}:{bound_port}/v1"
     auth = ' -H "Authorization: Bearer $QWEN35_API_KEY"' if options.api_key else ""
     pools = summary["pools"]
+    checkpoints = (f", {pools['prefix_checkpoints']} prefix-cache checkpoints ({pools['checkpoint_bytes'] / 2**30:.2f} GiB)"
+                   if pools and pools["prefix_checkpoints"] else "")
     pool_line = (f"  pools: {pools['state_slots']} state slots, {pools['kv_tokens']} KV tokens in pages of "
-                 f"{pools['page_size']} ({pools['allocated_bytes'] / 2**30:.2f} GiB)\n" if pools else "")
+                 f"{pools['page_size']} ({pools['allocated_bytes'] / 2**30:.2f} GiB){checkpoints}\n" if pools else "")
     print(f"serving {summary['model']} ({summary['device']}, {summary['dtype']}, {summary['kernels']} kernels, context "
           f"{summary['max_model_len']}, {summary['max_running_requests']} concurrent) at {base}\n{pool_line}"
           f"  try: curl {base}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"

@@ -52,10 +52,11 @@ def bench_prefill(engine: LLMEngine, workload: Workload, device: torch.device) -
     rows = []
     vocab = engine.runner.vocab_size
     for index, length in enumerate(workload.prefill_lengths):
-        (prompt,) = random_prompts(1, length, seed=100 + index, vocab=vocab)
+        # A new prompt every run (warm-up included): a repeated one would be served by the prefix cache.
+        prompts = iter(random_prompts(workload.repeats + 1, length, seed=100 + index, vocab=vocab))
 
         def run() -> None:
-            engine.add_request(prompt, [_greedy(1)])
+            engine.add_request(next(prompts), [_greedy(1)])
             while engine.has_work:
                 _step(engine)
 

@@ -31,8 +31,8 @@ __all__ = ["AsyncEngine", "EngineObserver", "GenerationOutput", "QueueFull", "Re
 class EngineObserver(Protocol):
     """Receives per-token timings and counts (the server's metrics implement it)."""
 
-    def on_prompt(self, num_tokens: int) -> None:
-        """A prompt has been prefilled."""
+    def on_prompt(self, num_tokens: int, num_cached: int) -> None:
+        """A prompt of num_tokens has been prefilled; num_cached of them came from the prefix cache."""
 
     def on_token(self, seconds_since_previous: float, first: bool) -> None:
         """A token was delivered: time since arrival (first) or since the previous token."""
@@ -233,7 +233,7 @@ class AsyncEngine:
             if self.observer is not None and output.token_ids:
                 first = handle.last_token_time is None
                 if first:
-                    self.observer.on_prompt(output.num_prompt_tokens)
+                    self.observer.on_prompt(output.num_prompt_tokens, output.num_cached_tokens)
                 self.observer.on_token(now - (handle.arrival if first else handle.last_token_time), first)
             if output.token_ids:
                 handle.last_token_time = now

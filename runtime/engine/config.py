@@ -22,6 +22,15 @@ class EngineConfig:
     kernels: str = "auto"  # auto (Triton on CUDA, torch on CPU), triton or torch
     cuda_graphs: bool = True  # replay decode steps from CUDA graphs on a GPU (dense models)
     memory_budget_bytes: float | None = None  # KV + state pools (None: measured on CUDA, exact on CPU)
+    prefix_caching: bool = True  # reuse cached prompt prefixes (KV pages + state checkpoints)
+    prefix_checkpoints: int | None = None  # state checkpoint slots (None: one per running request)
+
+    @property
+    def num_checkpoints(self) -> int:
+        """State slots kept for prefix-cache checkpoints (0 when caching is off)."""
+        if not self.prefix_caching:
+            return 0
+        return self.max_running_requests if self.prefix_checkpoints is None else self.prefix_checkpoints
 
     @property
     def prefill_tokens_per_step(self) -> int:
@@ -40,6 +49,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_prefill_tokens is not None and self.max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be >= 1, got {self.max_prefill_tokens}")
+        if self.prefix_checkpoints is not None and self.prefix_checkpoints < 0:
+            raise ValueError(f"prefix_checkpoints must be >= 0, got {self.prefix_checkpoints}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
         if not 0 <= self.speculative_tokens <= MAX_SPECULATIVE_TOKENS:

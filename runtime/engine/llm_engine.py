@@ -145,7 +145,9 @@ class LLMEngine:
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         detokenizer = (IncrementalDetokenizer(self.tokenizer.backend, skip_special_tokens)
                        if self.tokenizer is not None else None)
-        return Sequence(next(self._ids), prompt, params, stop_ids, detokenizer, media)
+        seq = Sequence(next(self._ids), prompt, params, stop_ids, detokenizer, media)
+        seq.cache_seed = media.digest if media is not None else 0
+        return seq
 
     def _check_no_pads(self, prompt: list[int]) -> None:
         """A prompt without media must not hold image or video pads: nothing would fill them."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from qwen35.runtime.engine.prefix_cache import media_seed
+
 Grid = tuple[int, int, int]
 
 
@@ -94,6 +96,8 @@ class RequestMedia:
     def __init__(self, media: MediaInputs):
         self.media: MediaInputs | None = media
         self.prepared: PreparedMedia | None = None
+        self.digest = media_seed([_tensor_bytes(t) for t in (media.pixel_values, media.pixel_values_videos)
+                                  if t is not None] + [repr((media.image_grid_thw, media.video_grid_thw)).encode()])
 
     def prepare(self, runner: Any, prompt_ids: Sequence[int]) -> PreparedMedia:
         """The prompt's PreparedMedia, computed by runner.prepare_media on first use."""
@@ -101,3 +105,8 @@ class RequestMedia:
             self.prepared = runner.prepare_media(list(prompt_ids), self.media)
             self.media = None
         return self.prepared
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The raw bytes of a (host) tensor, whatever its dtype."""
+    return tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()

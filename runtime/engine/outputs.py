@@ -25,3 +25,4 @@ class GenerationOutput:
     finish_reason: str | None = None  # stop, length, abort, error
     stop_reason: int | str | None = None  # the stop token id or string that matched
     error: str | None = None
+    num_cached_tokens: int = 0  # prompt tokens taken from the prefix cache instead of prefilled

@@ -50,7 +50,9 @@ class ModelRunner:
         if drafts and model.mtp is None:
             raise ValueError("speculative decoding needs the checkpoint's MTP head (mtp.* tensors, "
                              "mtp_num_hidden_layers > 0); this model has none")
-        self.cache = ModelCache(text, num_slots, num_pages, self.page_size, model.output_weight.dtype, self.device,
+        # State slots: one per running sequence, then the prefix cache's checkpoints (scheduler.py numbers them so).
+        self.cache = ModelCache(text, num_slots + config.num_checkpoints, num_pages, self.page_size,
+                                model.output_weight.dtype, self.device,
                                 mtp_layers=text.mtp_num_hidden_layers if drafts else 0)
         max_pages = pages_for(config.max_model_len + config.reserved_tokens_per_sequence, self.page_size)
         self.block_tables = torch.full((num_slots + 1, max_pages), self.cache.scratch_page, dtype=torch.int32,
@@ -79,6 +81,7 @@ class ModelRunner:
         self._start(batch)
         completing = [chunk.seq for chunk in batch.prefills if chunk.completes_prompt]
         hidden = [self._prefill(batch.prefills)] if batch.prefills else []
+        self._take_checkpoints(batch.prefills)
         if self.drafter is not None and batch.decodes:
             token_ids, logprobs = self._sample(hidden, completing)
             step = self.drafter.speculate(batch.decodes)
@@ -99,18 +102,32 @@ class ModelRunner:
     # -- per step --------------------------------------------------------------------------------
 
     def _start(self, batch: ScheduledBatch) -> None:
-        """Mirror admitted tables to the device; zero the slots (and history, drafts) of starting sequences."""
+        """Mirror admitted tables to the device; admitted sequences start from zero state or a prefix checkpoint."""
+        if not batch.admitted:
+            return
         for seq in batch.admitted:
             self.block_tables[seq.slot, :len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
-        starting = [chunk.seq for chunk in batch.prefills if chunk.start == 0]
-        if not starting:
-            return
-        self.cache.clear_slots(torch.tensor([seq.slot for seq in starting], dtype=torch.long, device=self.device))
-        for seq in starting:
             self.sampler.start(seq)
             seq.rope_delta = 0
             if self.drafter is not None:
                 self.drafter.start(seq)
+        fresh = [seq.slot for seq in batch.admitted if seq.restore_slot is None]
+        if fresh:
+            self.cache.clear_slots(torch.tensor(fresh, dtype=torch.long, device=self.device))
+        restored = [seq for seq in batch.admitted if seq.restore_slot is not None]
+        if restored:
+            self.cache.copy_slots(self._slot_tensor([seq.restore_slot for seq in restored]),
+                                  self._slot_tensor([seq.slot for seq in restored]))
+
+    def _take_checkpoints(self, chunks: list[PrefillChunk]) -> None:
+        """Copy the state after each chunk that ends at its prompt's checkpoint boundary into the checkpoint slot."""
+        taking = [chunk for chunk in chunks if chunk.checkpoint_slot is not None]
+        if taking:
+            self.cache.copy_slots(self._slot_tensor([chunk.seq.slot for chunk in taking]),
+                                  self._slot_tensor([chunk.checkpoint_slot for chunk in taking]))
+
+    def _slot_tensor(self, slots: list[int]) -> torch.Tensor:
+        return torch.tensor(slots, dtype=torch.long, device=self.device)
 
     def _sample(self, hidden: list[torch.Tensor], seqs: list[Sequence]):
         """Token lists and logprob lists of seqs from their final hidden states ([] when there are none)."""
@@ -210,7 +227,9 @@ def build_runner(model: Qwen35Model, config: EngineConfig) -> tuple[ModelRunner,
     and the pools hold exactly max_running_requests sequences of full context in whole pages. With
     speculation the MTP head's KV is one more layer of every page, and a measured budget first
     gives up the verify's peak above the warm-up's: logits [rows, k + 1, V] with the fp32 copies the
-    acceptance and logprobs make (about three of them), which the warm-up does not run.
+    acceptance and logprobs make (about three of them), which the warm-up does not run. Prefix-cache
+    checkpoints are state slots beyond the running ones: a measured or given budget gives up their
+    bytes first; on the CPU they come on top of the exact pools. The report shows them apart.
     """
     from qwen35.runtime.engine.memory_sizing import budget_for, measure_budget, plan_pools, planner_budget, \
         sizing_report
@@ -237,13 +256,21 @@ def build_runner(model: Qwen35Model, config: EngineConfig) -> tuple[ModelRunner,
         measured = measure_budget(device, warm_up)
         budget = measured.budget_bytes - verify_bytes
     plan = plan_pools(text, budget, rows, capacity, page, dtype, mtp_layers)
+    checkpoints = config.num_checkpoints
+    if checkpoints and (measured is not None or config.memory_budget_bytes is not None):
+        plan = plan_pools(text, budget - checkpoints * plan.state_bytes_per_slot, rows, capacity, page, dtype,
+                          mtp_layers)
     if plan.state_slots < 1 or plan.num_pages < pages_for(capacity, page):
         raise ValueError(f"{budget / 2**30:.2f} GiB for KV and state cannot hold one {config.max_model_len}-token "
                          "request: lower the context or free device memory")
     runner = ModelRunner(model, config, plan.state_slots, plan.num_pages)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     planner = planner_budget(measured.total_bytes, weights) if measured is not None else None
-    report = sizing_report(plan, runner.cache.state_nbytes, runner.cache.kv_nbytes, measured, planner)
+    state_bytes = runner.cache.state_nbytes
+    checkpoint_bytes = state_bytes * checkpoints // (plan.state_slots + checkpoints)
+    report = sizing_report(plan, state_bytes - checkpoint_bytes, runner.cache.kv_nbytes, measured, planner)
+    report["prefix_checkpoints"] = checkpoints
+    report["checkpoint_bytes"] = checkpoint_bytes
     if verify_bytes:
         report["speculation_bytes"] = verify_bytes
     return runner, report

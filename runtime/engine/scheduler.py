@@ -6,6 +6,10 @@ them to its end, and gives them back in `finish`. Every step decodes all sequenc
 is in the cache, and spends up to the prefill budget on prompt chunks of admitted ones (oldest
 first, at most one chunk each), so a long prompt never stalls running decodes for more than one
 chunk's time. `postprocess` appends each step's tokens and retires what ended, in one place.
+With prefix caching (engine/prefix_cache.py) a sequence is admitted with the cached pages of the
+longest reusable prefix of its prompt and starts prefilling after them; its prefill stops once
+at the last page boundary before its final token, where the runner takes a state checkpoint that
+`postprocess` publishes with the pages before it.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from qwen35.runtime.engine.config import EngineConfig
 from qwen35.runtime.engine.kv_pool import BlockManager, pages_for
 from qwen35.runtime.engine.outputs import GenerationOutput, TokenLogprob
+from qwen35.runtime.engine.prefix_cache import PrefixCache, PrefixHit, page_keys
 from qwen35.runtime.engine.sequence import Sequence, Status
 from qwen35.runtime.engine.state_pool import SlotAllocator
 
@@ -30,6 +35,7 @@ class PrefillChunk:
     seq: Sequence
     start: int
     end: int
+    checkpoint_slot: int | None = None  # copy the sequence's state here after this chunk (a prefix checkpoint)
 
     @property
     def completes_prompt(self) -> bool:
@@ -79,8 +85,12 @@ class Scheduler:
         self.config = config
         self.slots = SlotAllocator(num_slots)
         self.blocks = BlockManager(num_pages, config.page_size)
+        self.prefix = PrefixCache(self.blocks, first_checkpoint_slot=num_slots, num_checkpoints=config.num_checkpoints)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
+        self._publishing: dict[int, Sequence] = {}  # key of a checkpoint still to take -> the prefill taking it
+        self.cached_prompt_tokens = 0  # prompt tokens admitted from the prefix cache, and prefilled
+        self.computed_prompt_tokens = 0
 
     @property
     def num_waiting(self) -> int:
@@ -99,8 +109,13 @@ class Scheduler:
 
     @property
     def kv_cache_usage(self) -> float:
-        """Share of the KV pool's pages held by running sequences."""
-        return 1 - self.blocks.num_free_pages / self.blocks.num_pages
+        """Share of the KV pool's pages held by running sequences (unreferenced cached pages count as free)."""
+        return 1 - self.prefix.num_available_pages / self.blocks.num_pages
+
+    @property
+    def num_available_pages(self) -> int:
+        """Pages an admission can get: free, or cached and held by no sequence."""
+        return self.prefix.num_available_pages
 
     def capacity_tokens(self, prompt_len: int, max_tokens: int) -> int:
         """The cache positions a sequence may ever write: prompt, output, and speculation's room."""
@@ -134,13 +149,9 @@ class Scheduler:
         batch = ScheduledBatch()
         while self.waiting and self.slots.num_free:
             seq = self.waiting[0]
-            capacity = self.capacity_tokens(len(seq.prompt_ids), seq.max_tokens)
-            if not self.blocks.can_allocate(capacity):
+            if not self._admit(seq):
                 break
             self.waiting.popleft()
-            seq.slot = self.slots.allocate()
-            seq.block_table = self.blocks.allocate(capacity)
-            seq.status = Status.PREFILLING
             self.running.append(seq)
             batch.admitted.append(seq)
         budget = self.config.prefill_tokens_per_step
@@ -148,17 +159,63 @@ class Scheduler:
             if seq.status is Status.DECODING:
                 batch.decodes.append(seq)
             elif seq.status is Status.PREFILLING and budget > 0:
-                size = min(len(seq.prompt_ids) - seq.num_prefilled, self.config.prefill_chunk_size, budget)
-                batch.prefills.append(PrefillChunk(seq, seq.num_prefilled, seq.num_prefilled + size))
-                seq.num_prefilled += size
-                budget -= size
-                if seq.num_prefilled == len(seq.prompt_ids):
-                    seq.status = Status.DECODING
+                batch.prefills.append(self._next_chunk(seq, budget))
+                budget -= batch.prefills[-1].end - batch.prefills[-1].start
         return batch
+
+    def _admit(self, seq: Sequence) -> bool:
+        """Give seq a slot and its pages (the cached prefix's first), or leave it waiting (False)."""
+        capacity = self.capacity_tokens(len(seq.prompt_ids), seq.max_tokens)
+        keys = self._prompt_keys(seq)
+        if keys and keys[-1] in self._publishing:
+            return False  # a running prefill is about to cache this very prefix: wait and reuse it
+        hit = self.prefix.match(seq.prompt_ids, keys) if keys else PrefixHit()
+        if pages_for(capacity, self.blocks.page_size) - len(hit.pages) > self.prefix.num_available_pages:
+            self.prefix.release(list(hit.pages))
+            return False
+        seq.slot = self.slots.allocate()
+        seq.block_table = list(hit.pages) + self.prefix.allocate(capacity - hit.num_tokens)
+        seq.cache_keys = keys
+        seq.num_prefilled = seq.num_cached_tokens = hit.num_tokens
+        seq.restore_slot = hit.checkpoint
+        seq.status = Status.PREFILLING
+        if keys and hit.num_tokens < len(keys) * self.blocks.page_size:
+            self._publishing[keys[-1]] = seq  # it takes this prefix's checkpoint; the same prompt waits for it
+        self.cached_prompt_tokens += hit.num_tokens
+        self.computed_prompt_tokens += len(seq.prompt_ids) - hit.num_tokens
+        return True
+
+    def _prompt_keys(self, seq: Sequence) -> list[int]:
+        """Cache keys of the prompt's full pages before its last token (a checkpoint's candidates)."""
+        if not self.prefix.num_checkpoints:
+            return []
+        pages = (len(seq.prompt_ids) - 1) // self.blocks.page_size
+        return page_keys(seq.prompt_ids, pages, self.blocks.page_size, seq.cache_seed)
+
+    def _next_chunk(self, seq: Sequence, budget: int) -> PrefillChunk:
+        """The sequence's next prompt chunk; one that ends at the checkpoint boundary takes the checkpoint."""
+        boundary = len(seq.cache_keys) * self.blocks.page_size
+        limit = boundary if seq.num_prefilled < boundary else len(seq.prompt_ids)
+        end = seq.num_prefilled + min(limit - seq.num_prefilled, self.config.prefill_chunk_size, budget)
+        chunk = PrefillChunk(seq, seq.num_prefilled, end)
+        if end == boundary and self._publishing.get(seq.cache_keys[-1]) is seq:
+            chunk.checkpoint_slot = seq.checkpoint_slot = self.prefix.new_checkpoint()
+            if chunk.checkpoint_slot is None:  # every checkpoint slot is being taken this step: skip this one
+                del self._publishing[seq.cache_keys[-1]]
+        seq.num_prefilled = end
+        if end == len(seq.prompt_ids):
+            seq.status = Status.DECODING
+        return chunk
 
     def postprocess(self, batch: ScheduledBatch, step: StepOutput) -> list[tuple[Sequence, GenerationOutput]]:
         """Append each sampled sequence's tokens (up to where it ends); retire the ended, and the aborted
         (whose last output says so)."""
+        for chunk in batch.prefills:
+            if chunk.checkpoint_slot is not None and chunk.seq.checkpoint_slot == chunk.checkpoint_slot:
+                seq = chunk.seq
+                self.prefix.publish(seq.prompt_ids, seq.cache_keys, seq.block_table, chunk.checkpoint_slot)
+                del self._publishing[seq.cache_keys[-1]]
+                seq.checkpoint_slot = None
         outputs = []
         for seq, token_ids, logprobs in zip(batch.sampled, step.token_ids, step.logprobs):
             if seq.aborted or seq.status is Status.FINISHED:
@@ -184,6 +241,11 @@ class Scheduler:
         else:
             self.running.remove(seq)
             self.slots.free(seq.slot)
-            self.blocks.free(seq.block_table)
+            self.prefix.release(seq.block_table)
             seq.block_table = []
+            if seq.checkpoint_slot is not None:  # its checkpoint was never published (the step failed)
+                self.prefix.discard_checkpoint(seq.checkpoint_slot)
+                seq.checkpoint_slot = None
+            if seq.cache_keys and self._publishing.get(seq.cache_keys[-1]) is seq:
+                del self._publishing[seq.cache_keys[-1]]
         seq.status = Status.FINISHED

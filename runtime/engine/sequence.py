@@ -43,6 +43,11 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)  # KV pages, in token order
     num_prefilled: int = 0  # prompt tokens scheduled into the cache so far
     rope_delta: int = 0  # rotary position - cache position of tokens after a prompt with media
+    cache_seed: int = 0  # prefix cache: the key chain's seed (a digest of the prompt's media; 0 for text)
+    num_cached_tokens: int = 0  # prompt tokens reused from the prefix cache (not prefilled)
+    restore_slot: int | None = None  # the checkpoint slot its state starts from (None: zero state)
+    checkpoint_slot: int | None = None  # the checkpoint its prefill is taking, until the step publishes it
+    cache_keys: list[int] = field(default_factory=list)  # prefix cache keys of its prompt's pages up to the checkpoint
     aborted: bool = False  # an abort arrived while the sequence was in the step in flight
     text: str = ""  # the output text so far (stop strings cut)
     finish_reason: str | None = None  # set with the last output: stop, length, abort, error
@@ -87,9 +92,11 @@ class Sequence:
         self.text += text
         self.finish_reason, self.stop_reason = finish, stop_reason
         return GenerationOutput([token_id], text, len(self.prompt_ids), len(self.output_ids),
-                                [logprob] if logprob is not None else None, finish, stop_reason)
+                                [logprob] if logprob is not None else None, finish, stop_reason,
+                                num_cached_tokens=self.num_cached_tokens)
 
     def ended(self, reason: str, error: str | None = None) -> GenerationOutput:
         """The last output of a sequence stopped from outside (abort, error): no token."""
         self.finish_reason = reason
-        return GenerationOutput([], "", len(self.prompt_ids), len(self.output_ids), finish_reason=reason, error=error)
+        return GenerationOutput([], "", len(self.prompt_ids), len(self.output_ids), finish_reason=reason, error=error,
+                                num_cached_tokens=self.num_cached_tokens)

@@ -63,9 +63,14 @@ class MtpDrafter:
         self.mtp_length = [0] * slots
 
     def start(self, seq: Sequence) -> None:
-        """A sequence begins in its slot: the head has seen nothing of it."""
+        """A sequence begins in its slot: the head has seen nothing of it past its cached prefix.
+
+        A prefix from the prefix cache holds the head's entries too (same pages); the entry that
+        pairs the prefix's last hidden state with the next token is the one its first owner wrote,
+        and the head goes on from the first uncached position as from a prompt's first token.
+        """
         self.pending_count[seq.slot] = 0
-        self.mtp_length[seq.slot] = 0
+        self.mtp_length[seq.slot] = seq.num_cached_tokens
 
     def feed_prefill(self, chunks: list[PrefillChunk], hidden: torch.Tensor) -> None:
         """After a packed prefill (hidden [N, H] of every token): the head consumes each position whose next token is known.

@@ -32,9 +32,8 @@ class LogitsRunner:
 
     def run(self, batch: ScheduledBatch) -> StepOutput:
         """Sample each sampled sequence's token from logits(); prompt chunks cost nothing."""
-        for chunk in batch.prefills:
-            if chunk.start == 0:
-                self.sampler.start(chunk.seq)
+        for seq in batch.admitted:
+            self.sampler.start(seq)
         seqs = batch.sampled
         if not seqs:
             return StepOutput([], [])

@@ -8,7 +8,7 @@ slot in the [(num_pages + 1) * page_size, kv_heads, head_dim] view is page * pag
 The extra last page is scratch: padding entries of a CUDA-graph batch write their K/V there and
 read it back, so no real page is ever touched by a batch entry that holds no sequence.
 
-State (every GDN layer), one slot per running sequence:
+State (every GDN layer), one slot per running sequence, then the prefix cache's checkpoints:
   conv       [num_slots, conv_dim, kernel - 1]            model dtype (last inputs, oldest first)
   recurrent  [num_slots, v_heads, k_head_dim, v_head_dim] fp32 (S in o = S^T q)
 the layouts the causal_conv1d and gated_delta_rule kernels read through a slot id. Which pages
@@ -64,6 +64,12 @@ class ModelCache:
     def state(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A GDN layer's conv and recurrent slot pools."""
         return self.conv[layer], self.recurrent[layer]
+
+    def copy_slots(self, sources: torch.Tensor, targets: torch.Tensor) -> None:
+        """Copy the state of slots `sources` into slots `targets` in every GDN layer (a checkpoint taken or restored)."""
+        for store in (self.conv, self.recurrent):
+            for tensor in store.values():
+                tensor.index_copy_(0, targets, tensor.index_select(0, sources))
 
     def clear_slots(self, slots: torch.Tensor) -> None:
         """Zero the state of the given slots in every GDN layer (a new sequence starts from zero state)."""

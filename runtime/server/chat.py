@@ -44,6 +44,7 @@ class ChatChoice:
         self.content = ""
         self.reasoning = ""
         self.token_ids: list[int] = []
+        self.cached_tokens = 0  # of the prompt, from the prefix cache
         self.logprobs: list = []
         self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
@@ -59,6 +60,7 @@ class ChatChoice:
     def feed(self, output: GenerationOutput) -> dict[str, Any]:
         """The delta (content / reasoning_content / tool_calls) one engine output adds."""
         self.token_ids.extend(output.token_ids)
+        self.cached_tokens = output.num_cached_tokens
         if output.logprobs:
             self.logprobs.extend(output.logprobs)
         split = self.reasoning_parser.feed(output.text)
@@ -161,7 +163,7 @@ def _response(state: ServerState, body: ChatCompletionRequest, prepared: Prepare
             entry["token_ids"] = choice.token_ids
         out.append(entry)
     response = {**meta, "object": "chat.completion", "choices": out,
-                "usage": usage(len(prepared.prompt_ids), choices)}
+                "usage": usage(len(prepared.prompt_ids), choices, max(c.cached_tokens for c in choices))}
     if body.return_token_ids:
         response["prompt_token_ids"] = prepared.prompt_ids
     return response
@@ -195,7 +197,7 @@ async def _stream(state: ServerState, body: ChatCompletionRequest, prepared: Pre
                 yield chunk(index, delta, finish, logprobs, output.token_ids if body.return_token_ids else None)
         if include_usage:
             yield sse({**meta, "object": "chat.completion.chunk", "choices": [],
-                       "usage": usage(len(prepared.prompt_ids), choices)})
+                       "usage": usage(len(prepared.prompt_ids), choices, max(c.cached_tokens for c in choices))})
         yield DONE
     except TimeoutError:
         yield sse(timeout_error(state.settings.request_timeout).body())

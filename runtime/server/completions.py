@@ -27,13 +27,23 @@ class _Choice:
     logprobs: list = field(default_factory=list)
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    cached_tokens: int = 0  # of the prompt, from the prefix cache
 
     def feed(self, output: GenerationOutput) -> None:
+        self.cached_tokens = output.num_cached_tokens
         self.text += output.text
         self.token_ids.extend(output.token_ids)
         self.logprobs.extend(output.logprobs or [])
         if output.finish_reason is not None:
             self.finish_reason, self.stop_reason = output.finish_reason, output.stop_reason
+
+
+def _cached(choices: list[_Choice]) -> int:
+    """Prompt tokens the prefix cache served: per prompt, the most any of its choices reused."""
+    best: dict[int, int] = {}
+    for choice in choices:
+        best[choice.prompt_index] = max(best.get(choice.prompt_index, 0), choice.cached_tokens)
+    return sum(best.values())
 
 
 def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int], str]]:
@@ -104,7 +114,7 @@ async def create_completion(request: Request, state: ServerState):
             entry["token_ids"] = choice.token_ids
             entry["prompt_token_ids"] = prompts[choice.prompt_index][0]
         out.append(entry)
-    return JSONResponse({**meta, "object": "text_completion", "choices": out, "usage": usage(prompt_tokens, choices)})
+    return JSONResponse({**meta, "object": "text_completion", "choices": out, "usage": usage(prompt_tokens, choices, _cached(choices))})
 
 
 async def _stream(state: ServerState, body: CompletionRequest, handles: list[RequestHandle], choices: list[_Choice],
@@ -137,7 +147,7 @@ async def _stream(state: ServerState, body: CompletionRequest, handles: list[Req
             if output.text or finish or logprobs or body.return_token_ids:
                 yield chunk(index, output.text, finish, logprobs, output.token_ids if body.return_token_ids else None)
         if include_usage:
-            yield sse({**meta, "object": "text_completion", "choices": [], "usage": usage(prompt_tokens, choices)})
+            yield sse({**meta, "object": "text_completion", "choices": [], "usage": usage(prompt_tokens, choices, _cached(choices))})
         yield DONE
     except TimeoutError:
         yield sse(timeout_error(state.settings.request_timeout).body())

@@ -36,6 +36,7 @@ class ServeOptions:
     seed: int = EngineConfig.seed
     allowed_local_media_path: str | None = None  # image/video parts may name files under this directory
     speculative_tokens: int = 0  # MTP draft tokens per decode step; 0: no speculation
+    prefix_caching: bool = EngineConfig.prefix_caching  # reuse cached prompt prefixes across requests
 
     def validate(self) -> None:
         """Raise InputError naming the first option out of range."""
@@ -133,7 +134,7 @@ def build_app(options: ServeOptions, progress: bool = True):
     chunk = options.prefill_chunk_size or (PREFILL_CHUNK_CPU if device == "cpu" else PREFILL_CHUNK_GPU)
     config = EngineConfig(max_running_requests=options.max_running_requests, max_queue=options.max_queue,
                           max_model_len=context, prefill_chunk_size=chunk, seed=options.seed,
-                          speculative_tokens=options.speculative_tokens)
+                          speculative_tokens=options.speculative_tokens, prefix_caching=options.prefix_caching)
     runner, pools = build_runner(model, config)
     if runner.num_slots < options.max_running_requests:
         logging.getLogger("qwen35").warning(

@@ -114,7 +114,10 @@ class ServerMetrics:
                  kv_cache_usage: Callable[[], float] = lambda: 0.0):
         self.requests = Counter("qwen35_requests", "HTTP requests by endpoint and status code.",
                                 ("endpoint", "status"))
-        self.prompt_tokens = Counter("qwen35_prompt_tokens", "Prompt tokens prefilled.")
+        self.prompt_tokens = Counter("qwen35_prompt_tokens", "Prompt tokens of the requests served.")
+        self.cached_prompt_tokens = Counter("qwen35_prefix_cache_hit_tokens",
+                                            "Prompt tokens taken from the prefix cache (not prefilled).")
+        self.computed_prompt_tokens = Counter("qwen35_prefix_cache_computed_tokens", "Prompt tokens prefilled.")
         self.generation_tokens = Counter("qwen35_generation_tokens", "Tokens generated.")
         self.aborted = Counter("qwen35_aborted_requests", "Generations ended early (client gone or timed out).")
         self.time_to_first_token = Histogram("qwen35_time_to_first_token_seconds",
@@ -130,9 +133,11 @@ class ServerMetrics:
         self.acceptance_rate = Gauge("qwen35_spec_decode_acceptance_rate",
                                      "Accepted / drafted tokens since start (0 before any draft).", self._acceptance)
 
-    def on_prompt(self, num_tokens: int) -> None:
-        """Engine observer: a prompt was prefilled."""
+    def on_prompt(self, num_tokens: int, num_cached: int) -> None:
+        """Engine observer: a prompt was prefilled, all but num_cached of its tokens."""
         self.prompt_tokens.inc(amount=num_tokens)
+        self.cached_prompt_tokens.inc(amount=num_cached)
+        self.computed_prompt_tokens.inc(amount=num_tokens - num_cached)
 
     def on_token(self, seconds_since_previous: float, first: bool) -> None:
         """Engine observer: one token delivered."""
@@ -154,7 +159,8 @@ class ServerMetrics:
     def render(self) -> str:
         """The whole exposition text."""
         lines: list[str] = []
-        for metric in (self.requests, self.prompt_tokens, self.generation_tokens, self.aborted,
+        for metric in (self.requests, self.prompt_tokens, self.cached_prompt_tokens, self.computed_prompt_tokens,
+                       self.generation_tokens, self.aborted,
                        self.time_to_first_token, self.inter_token_latency, self.running, self.waiting,
                        self.kv_cache_usage,
                        self.draft_tokens, self.accepted_tokens, self.acceptance_rate):

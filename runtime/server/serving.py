@@ -158,11 +158,13 @@ class ServerState:
                 handle.abort()
 
 
-def usage(prompt_tokens: int, choices) -> dict[str, int]:
-    """OpenAI's usage object for a response whose choices carry their generated token_ids."""
+def usage(prompt_tokens: int, choices, cached_tokens: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object for a response whose choices carry their generated token_ids; cached_tokens:
+    the prompt tokens the prefix cache served."""
     completion_tokens = sum(len(choice.token_ids) for choice in choices)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 def timeout_error(seconds: float | None) -> APIError:

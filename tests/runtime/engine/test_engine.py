@@ -67,7 +67,7 @@ def test_a_short_page_pool_serves_everyone_in_turn_and_gets_every_page_back(demo
         packed.append(engine.scheduler.num_running)
         engine.step()
     assert [seq.output_ids for seq in seqs] == expected
-    assert engine.scheduler.blocks.num_free_pages == 9 and engine.scheduler.slots.num_free == 3
+    assert engine.scheduler.num_available_pages == 9 and engine.scheduler.slots.num_free == 3
     assert max(packed) > 1, "several sequences should run together"
 
 
@@ -97,11 +97,11 @@ def test_an_abort_hands_its_slot_and_pages_back(demo_model):
         try:
             (handle,) = engine.submit(list(range(1, 50)), [greedy(100)])
             await handle.__anext__()
-            held = books.blocks.num_pages - books.blocks.num_free_pages
+            held = books.blocks.num_pages - books.num_available_pages
             assert engine.kv_cache_usage == pytest.approx(held / books.blocks.num_pages) and held >= 4
             handle.abort()
             outputs = [output async for output in handle]
-            await _until(lambda: books.blocks.num_free_pages == books.blocks.num_pages)
+            await _until(lambda: books.num_available_pages == books.blocks.num_pages)
             assert outputs[-1].finish_reason == "abort" and books.slots.num_free == 2 and engine.kv_cache_usage == 0
         finally:
             await engine.stop()
@@ -207,7 +207,7 @@ def generate(kernels, graphs, drafts=0, lengths=(4, 6, 3, 5, 4)):
         for seq, out in engine.step():
             assert out.finish_reason != "error", out.error
             logprobs[seq.seq_id] += [lp.logprob for lp in out.logprobs or []]
-    assert engine.scheduler.blocks.num_free_pages == 16
+    assert engine.scheduler.num_available_pages == 16
     if drafts:
         assert 0 < engine.accepted_tokens < engine.draft_tokens, (engine.accepted_tokens, engine.draft_tokens)
     return [s.output_ids for s in seqs], torch.tensor(sum(logprobs.values(), [])), runner

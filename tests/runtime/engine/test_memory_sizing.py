@@ -30,16 +30,22 @@ def test_plan_is_slot_pools_with_the_planner_unit_costs():
 
 @pytest.mark.parametrize("budget_mib, wanted, expect_all", [(40, 8, True), (12, 64, False)])
 def test_allocated_pools_match_the_plan_on_cpu(demo_model, budget_mib, wanted, expect_all):
-    config = EngineConfig(max_running_requests=wanted, max_model_len=512, memory_budget_bytes=budget_mib * MIB)
+    """A given budget holds the running slots, the KV pages and the prefix cache's checkpoints together."""
+    config = EngineConfig(max_running_requests=wanted, max_model_len=512, memory_budget_bytes=budget_mib * MIB,
+                          prefix_checkpoints=2)
     runner, report = build_runner(demo_model, config)
-    plan = plan_pools(demo_model.config.text, budget_mib * MIB, wanted, 512, 16, torch.float32)
+    text = demo_model.config.text
+    unit = plan_pools(text, budget_mib * MIB, wanted, 512, 16, torch.float32).state_bytes_per_slot
+    plan = plan_pools(text, budget_mib * MIB - 2 * unit, wanted, 512, 16, torch.float32)
     assert report["state_slots"] == plan.state_slots == runner.num_slots
     assert (plan.state_slots == wanted) is expect_all  # a small budget gives fewer slots than wanted
     assert runner.num_pages == plan.num_pages
-    assert report["allocated_state_bytes"] == runner.cache.state_nbytes == report["planned_state_bytes"]
+    assert report["prefix_checkpoints"] == 2 and report["checkpoint_bytes"] == pytest.approx(2 * unit, rel=1e-6)
+    assert report["allocated_state_bytes"] + report["checkpoint_bytes"] == runner.cache.state_nbytes
+    assert report["allocated_state_bytes"] == report["planned_state_bytes"]
     assert report["allocated_kv_bytes"] == runner.cache.kv_nbytes
     assert abs(report["allocated_over_planned"] - 1) < 0.05
-    assert report["allocated_bytes"] <= budget_mib * MIB * 1.05
+    assert report["allocated_bytes"] + report["checkpoint_bytes"] <= budget_mib * MIB * 1.05
     assert "measured" not in report
 
 

@@ -12,11 +12,14 @@ from qwen35.runtime.engine.sequence import Sequence, Status
 
 
 def _seq(seq_id, prompt_len, max_tokens=4, stop_ids=frozenset()):
-    return Sequence(seq_id, list(range(1, prompt_len + 1)), SamplingParams(max_tokens=max_tokens), stop_ids)
+    """A sequence whose prompt shares no prefix with another seq_id's (so no prefix cache hits)."""
+    prompt = list(range(1000 * seq_id + 1, 1000 * seq_id + prompt_len + 1))
+    return Sequence(seq_id, prompt, SamplingParams(max_tokens=max_tokens), stop_ids)
 
 
 def _scheduler(slots=2, pages=64, **settings):
-    return Scheduler(EngineConfig(**{"max_running_requests": slots, **settings}), slots, pages)
+    """A scheduler without prefix caching (test_prefix_cache.py covers it), unless settings turn it on."""
+    return Scheduler(EngineConfig(**{"max_running_requests": slots, "prefix_caching": False, **settings}), slots, pages)
 
 
 def _finish_step(scheduler, batch, token=7):
@@ -84,7 +87,7 @@ def test_finishing_a_waiting_sequence_removes_it_from_the_queue():
     scheduler.finish(second)  # idempotent
     assert scheduler.num_waiting == 0 and second.status is Status.FINISHED
     scheduler.finish(first)
-    assert not scheduler.has_work and scheduler.slots.num_free == 1 and scheduler.blocks.num_free_pages == 64
+    assert not scheduler.has_work and scheduler.slots.num_free == 1 and scheduler.num_available_pages == 64
 
 
 def test_sequences_that_cannot_fit_the_context_are_refused():
@@ -117,7 +120,7 @@ def test_admission_allocates_every_page_a_sequence_can_fill_and_finishing_return
     scheduler.add([a, b, c])
     batch = scheduler.schedule()
     # a needs 4 pages, b 4, c 1: all fit, one page stays free.
-    assert [ch.seq for ch in batch.prefills] == [a, b, c] and scheduler.blocks.num_free_pages == 1
+    assert [ch.seq for ch in batch.prefills] == [a, b, c] and scheduler.num_available_pages == 1
     assert (len(a.block_table), len(b.block_table), len(c.block_table)) == (4, 4, 1)
     held = a.block_table + b.block_table + c.block_table
     assert len(set(held)) == 9, "no page is handed out twice"
@@ -127,12 +130,12 @@ def test_admission_allocates_every_page_a_sequence_can_fill_and_finishing_return
     batch = scheduler.schedule()
     assert d.status is Status.WAITING and d.slot is None and batch.decodes == [a, b, c]
     scheduler.finish(c)
-    assert scheduler.blocks.num_free_pages == 2 and c.block_table == []
+    assert scheduler.num_available_pages == 2 and c.block_table == []
     batch = scheduler.schedule()
-    assert d.slot is not None and [ch.seq for ch in batch.prefills] == [d] and scheduler.blocks.num_free_pages == 0
+    assert d.slot is not None and [ch.seq for ch in batch.prefills] == [d] and scheduler.num_available_pages == 0
     for seq in (a, b, d):
         scheduler.finish(seq)
-    assert scheduler.blocks.num_free_pages == 10 and scheduler.slots.num_free == 4
+    assert scheduler.num_available_pages == 10 and scheduler.slots.num_free == 4
 
 
 def test_admission_is_first_come_first_served_when_pages_are_short():
@@ -165,7 +168,7 @@ def test_speculation_reserves_room_for_a_verify_beyond_max_tokens():
     seq = _seq(0, 8, max_tokens=5)  # 13 tokens + 3 of a verify (last token and 2 drafts) = 16: all four pages
     scheduler.add([seq])
     scheduler.schedule()
-    assert scheduler.blocks.num_free_pages == 0
+    assert scheduler.num_available_pages == 0
     with pytest.raises(ValueError, match="KV pool of 16 tokens"):
         scheduler.add([_seq(1, 8, max_tokens=6)])
 
@@ -180,7 +183,7 @@ def test_postprocess_appends_up_to_the_end_and_frees_in_one_place():
     assert [(seq.seq_id, out.token_ids, out.finish_reason) for seq, out in outputs] == [
         (0, [4], None), (0, [5], "stop"), (1, [8], None), (1, [9], "length")]
     assert stopper.output_ids == [4, 5] and runner.output_ids == [8, 9]
-    assert not scheduler.has_work and scheduler.slots.num_free == 2 and scheduler.blocks.num_free_pages == 8
+    assert not scheduler.has_work and scheduler.slots.num_free == 2 and scheduler.num_available_pages == 8
 
 
 def test_a_sequence_aborted_in_flight_is_retired_by_postprocess_with_an_abort():

@@ -292,7 +292,7 @@ def test_speculation_gives_every_page_and_slot_back_and_refuses_what_it_cannot_s
     _, _, engine = run_engine(model, prompts, params, config)
     assert engine.draft_tokens > 0
     books = engine.scheduler
-    assert books.blocks.num_free_pages == engine.runner.num_pages and books.slots.num_free == engine.runner.num_slots
+    assert books.num_available_pages == engine.runner.num_pages and books.slots.num_free == engine.runner.num_slots
     assert not engine.takes_media
     with pytest.raises(ValueError, match="text only"):
         engine.add_request([1, 2], [SamplingParams(max_tokens=2)], media=MediaInputs(torch.zeros(4, 8), [(1, 2, 2)]))

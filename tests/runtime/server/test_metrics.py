@@ -12,7 +12,7 @@ def test_exposition_lines_are_well_formed():
     metrics.requests.inc("/v1/chat/completions", "200")
     metrics.requests.inc("/v1/chat/completions", "200")
     metrics.requests.inc("other", "404")
-    metrics.on_prompt(12)
+    metrics.on_prompt(12, 0)
     metrics.on_token(0.3, first=True)
     metrics.on_token(0.02, first=False)
     text = metrics.render()
