@@ -30,6 +30,9 @@ ENGINE_PROGRAMS = {
     "vllm": ("vllm", "serve"),
     "bundled": ("qwen35", "serve"),
 }
+# Without max_tokens a request may run to the end of the context: minutes on a CPU.
+CPU_EXAMPLE_MAX_TOKENS = 64
+GPU_EXAMPLE_MAX_TOKENS = 512
 MEMORY_SLACK = 0.98  # a detected GPU may report a little less than the catalog figure
 
 OK, WARNING, SKIPPED, FAILED = "ok", "warning", "skipped", "failed"
@@ -207,16 +210,23 @@ def base_url(plan: Plan) -> str:
     return local_base_url(plan.request.host, plan.request.port)
 
 
-def client_snippets(url: str, model_id: str, api_key_env: str | None) -> str:
+def example_max_tokens(plan: Plan) -> int:
+    """The max_tokens the printed examples ask for: a short answer, quick on the CPU demo too."""
+    return CPU_EXAMPLE_MAX_TOKENS if plan.gpu == CPU_TARGET else GPU_EXAMPLE_MAX_TOKENS
+
+
+def client_snippets(url: str, model_id: str, api_key_env: str | None, max_tokens: int) -> str:
     """A curl command and an openai-python snippet for the running endpoint (the key by variable name only)."""
     auth = f' \\\n  -H "Authorization: Bearer ${api_key_env}"' if api_key_env else ""
-    body = '{"model": "%s", "messages": [{"role": "user", "content": "Hello!"}]}' % model_id
+    body = '{"model": "%s", "max_tokens": %d, "messages": [{"role": "user", "content": "Hello!"}]}' % (
+        model_id, max_tokens)
     key = f'os.environ["{api_key_env}"]' if api_key_env else '"none"'
     imports = "import os\n" if api_key_env else ""
     return (
         f"curl {url}/v1/chat/completions \\\n  -H 'Content-Type: application/json'{auth} \\\n  -d '{body}'\n\n"
         f"{imports}from openai import OpenAI\n\n"
         f'client = OpenAI(base_url="{url}/v1", api_key={key})\n'
-        f'reply = client.chat.completions.create(model="{model_id}", messages=[{{"role": "user", "content": "Hello!"}}])\n'
+        f'reply = client.chat.completions.create(model="{model_id}", max_tokens={max_tokens},\n'
+        f'                                       messages=[{{"role": "user", "content": "Hello!"}}])\n'
         "print(reply.choices[0].message.content)\n"
     )

@@ -164,7 +164,7 @@ def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) 
         model_id = models[0] if models else (plan.request.served_model_name or plan.model)
         url = launch.base_url(plan)
         typer.echo(f"{model_id} is ready at {url}/v1 ({plan.engine} {plan.engine_version}); Ctrl-C stops it.\n")
-        typer.echo(launch.client_snippets(url, model_id, plan.request.api_key_env))
+        typer.echo(launch.client_snippets(url, model_id, plan.request.api_key_env, launch.example_max_tokens(plan)))
         return supervisor.wait()
 
 
