@@ -16,7 +16,9 @@ HELP = """Plan, check this machine, then start the engine and wait until it serv
 
 The engine's log streams to stderr (prefixed) and to a log file; once /health and /v1/models
 answer, the endpoint is printed with a curl command and an openai-python snippet. Ctrl-C (or
-SIGTERM) stops the engine's whole process group; the exit code is the engine's.
+SIGTERM) stops the engine's whole process group cleanly (SIGKILL after 30 s); the same stop
+arriving again within 2 s is the same stop, a later one kills at once. The exit code is the
+engine's, and an engine that dies on its own is reported in one line.
 
 The API key never appears in a command line that qwen35 prints: a profile names the variable
 that holds it (serving.api_key_env) and launch passes its value to the engine as --api-key.
@@ -145,12 +147,13 @@ def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) 
         for other in plan.commands:
             if other.node_rank != command.node_rank:
                 console.print(f"node {other.node_rank} runs: {other.shell()}", markup=False)
-    callbacks = EngineCallbacks(on_line=lambda line: console.print(line, markup=False, soft_wrap=True))
+    callbacks = EngineCallbacks(on_line=lambda line: console.print(line, markup=False, soft_wrap=True),
+                                on_warning=lambda text: console.print(f"warning: {text}", markup=False))
     with Supervisor(spec, callbacks) as supervisor, supervisor.forwarding_signals():
         supervisor.start()
         if command.node_rank != 0:
             console.print(f"node {command.node_rank} started; node 0 serves the API", markup=False)
-            return supervisor.wait()
+            return _served(supervisor, console)
         try:
             with console.status(f"waiting for {plan.engine} to load {plan.model}") as status:
                 callbacks.on_tick = lambda elapsed, phase: status.update(
@@ -160,12 +163,21 @@ def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) 
             _show_tail(error.last_lines, error.log_path, console)
             raise
         if models is None:  # a stop arrived while it was starting
-            return supervisor.wait()
+            return _served(supervisor, console)
         model_id = models[0] if models else (plan.request.served_model_name or plan.model)
         url = launch.base_url(plan)
         typer.echo(f"{model_id} is ready at {url}/v1 ({plan.engine} {plan.engine_version}); Ctrl-C stops it.\n")
         typer.echo(launch.client_snippets(url, model_id, plan.request.api_key_env, launch.example_max_tokens(plan)))
-        return supervisor.wait()
+        return _served(supervisor, console)
+
+
+def _served(supervisor, console) -> int:
+    """Serve until the engine exits; say in one line what happened to it unless we stopped it cleanly."""
+    code = supervisor.wait()
+    problem = supervisor.exit_problem()
+    if problem:
+        console.print(f"error: {problem}", markup=False, soft_wrap=True)
+    return code
 
 
 def _show_tail(lines: list[str], log_path, console) -> None:

@@ -183,6 +183,43 @@ def test_engine_exit_after_ready_is_our_exit_code(setup, launches):
     assert group_gone(run.engine_pgid())
 
 
+def test_engine_exit_after_ready_is_said_in_one_line(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
+                   {**setup["env"], "FAKE_ENGINE_MODE": "crash-after-ready"})
+    assert run.finish() == 5
+    last = "".join(run.err).strip().splitlines()[-1]
+    assert last == f"error: the engine exited with code 5: fake-engine: fatal: scheduler died (pretend); " \
+                   f"see the log at {setup['log']}"
+
+
+def test_an_engine_killed_by_sigkill_is_reported_in_one_line(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])], setup["env"])
+    run.wait_for_output("is ready at")
+    engine = run.engine_pgid()  # the engine leads its group: the pid is the group id
+    os.kill(engine, signal.SIGKILL)
+    assert run.finish() == 128 + signal.SIGKILL
+    err = "".join(run.err)
+    assert err.strip().splitlines()[-1] == (
+        f"error: the engine (pid {engine}) was killed by SIGKILL (not by qwen35: the kernel's out-of-memory "
+        f"killer, or a kill -9); see the log at {setup['log']}")
+    assert err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_a_log_file_that_cannot_be_written_is_one_warning_and_the_engine_stays_supervised(setup, launches):
+    # /dev/full fails every write with ENOSPC: a full disk.
+    run = launches(["--profile", str(setup["profile"]), "--log-file", "/dev/full"], setup["env"])
+    run.wait_for_output("is ready at")
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    err = "".join(run.err)
+    warnings = [line for line in err.splitlines() if line.startswith("warning: cannot write the engine log")]
+    assert warnings == ["warning: cannot write the engine log /dev/full (No space left on device); the engine "
+                        "keeps running and its output still shows here; free space or pass --log-file "
+                        "elsewhere for the next launch"]
+    assert "Traceback" not in err and "fake-engine: received SIGTERM" in err  # still streamed
+    assert group_gone(run.engine_pgid())
+
+
 def test_crash_during_startup_shows_the_last_lines_and_exits_1(setup, launches):
     run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
                    {**setup["env"], "FAKE_ENGINE_MODE": "crash"})

@@ -90,6 +90,7 @@ def test_ready_path_streams_prefixed_lines_and_stops_cleanly(tmp_path):
         wait_for(lambda: any("child pid=" in line for line in recorder.lines))
         child = recorder.child_pid()
         assert supervisor.stop() == 0
+        assert supervisor.exit_problem() is None
     assert_gone(supervisor.pgid, child)
 
     assert all(line.startswith(PREFIX) for line in recorder.lines)
@@ -206,6 +207,8 @@ def test_stop_request_escalates_to_sigkill_after_grace(tmp_path):
         started = time.monotonic()
         assert supervisor.wait() == 128 + signal.SIGKILL
         assert 0.5 <= time.monotonic() - started < 5.0
+        assert supervisor.exit_problem() == ("the engine did not stop on SIGTERM and was killed with SIGKILL; "
+                                             f"see the log at {spec.log_path}")
     assert_gone(supervisor.pgid, recorder.child_pid())
 
 
