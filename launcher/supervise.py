@@ -25,8 +25,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
-from qwen35.launcher import process_group
+from qwen35.launcher import preflight, process_group
 from qwen35.launcher.readiness import PHASE_ENDPOINTS, ReadinessProbe
 from qwen35.planner.errors import InputError, Qwen35Error
 
@@ -97,6 +98,30 @@ class ReadinessTimeout(Qwen35Error):
         self.log_path = log_path
 
 
+class PortAnsweredByAnother(InputError):
+    """The readiness probe was answered by a process that is not the engine we started."""
+
+    def __init__(self, port: int, holder: str, last_lines: list[str], log_path: Path):
+        super().__init__(f"port {port} is answered by {holder}, not by the engine this launch started",
+                         f"stop that process or launch on another --port; engine log: {log_path}")
+        self.last_lines = last_lines
+        self.log_path = log_path
+
+
+def answered_by_group(port: int, pgid: int) -> str | None:
+    """None when a process of group `pgid` listens on `port` (or this system cannot tell); else who does."""
+    inodes = preflight.listening_sockets(port)
+    if not inodes:
+        return None  # no /proc/net/tcp, or the port is reached through another network namespace
+    holders = preflight.socket_holders(inodes)
+    for pid in holders:
+        with contextlib.suppress(OSError):
+            if pgid in (os.getpgid(pid), os.getsid(pid)):
+                return None
+    # Listening sockets whose holder we cannot see belong to another user: not our engine either.
+    return preflight.describe_process(holders[0]) if holders else "a process of another user"
+
+
 class ApiKeyRejected(InputError):
     """The engine answered a readiness probe with 401/403: it expects another API key."""
 
@@ -105,8 +130,9 @@ class ApiKeyRejected(InputError):
         if key_sent:
             message = f"the engine rejected the API key the launcher sent ({answered})"
             hint = ("launch passes the key it sends (the value of the variable serving.api_key_env names) "
-                    "to the engine as --api-key, so the engine got another one: check that "
-                    "QWEN35_ENGINE_EXECUTABLE, if set, passes --api-key through unchanged")
+                    "to the engine (as QWEN35_API_KEY or VLLM_API_KEY in its environment, in a --config file "
+                    "to SGLang), so the engine got another one: check that QWEN35_ENGINE_EXECUTABLE, if set, "
+                    "passes those through unchanged")
         else:
             message = f"the engine requires an API key and the launcher sent none ({answered})"
             hint = ("the engine likely read one from its environment (QWEN35_API_KEY for qwen35 serve, "
@@ -223,7 +249,13 @@ class Supervisor:
             remaining = deadline - time.monotonic()
             models = probe.poll(timeout_s=max(0.1, min(_PROBE_TIMEOUT_S, remaining)))
             if models is not None:
-                return models
+                # An answer proves only that something serves the port: another server that took
+                # it after the preflight would answer too, while our engine loads or fails to bind.
+                holder = answered_by_group(urlsplit(spec.base_url).port, self.pgid)
+                if holder is None:
+                    return models
+                self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
+                raise PortAnsweredByAnother(urlsplit(spec.base_url).port, holder, self.last_lines(), spec.log_path)
             if probe.rejected_status is not None:
                 self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
                 raise ApiKeyRejected(probe.rejected_status, probe.phase, bool(spec.api_key),

@@ -20,8 +20,11 @@ SIGTERM) stops the engine's whole process group cleanly (SIGKILL after 30 s); th
 arriving again within 2 s is the same stop, a later one kills at once. The exit code is the
 engine's, and an engine that dies on its own is reported in one line.
 
-The API key never appears in a command line that qwen35 prints: a profile names the variable
-that holds it (serving.api_key_env) and launch passes its value to the engine as --api-key.
+The API key never appears in a command line (which any local user can read): a profile names
+the variable that holds it (serving.api_key_env) and launch passes its value to the engine in
+the engine's environment (QWEN35_API_KEY for qwen35 serve, VLLM_API_KEY for vLLM) or, as SGLang
+reads none, in a private --config file removed once the engine is ready. Before printing
+"ready", launch checks that the port is served by the engine it started, not by another server.
 QWEN35_ENGINE_EXECUTABLE, when set, runs in place of the engine program (`python3 -m
 sglang.launch_server`, `vllm serve`, `qwen35 serve`) with the same arguments.
 
@@ -108,6 +111,8 @@ def _print_checks(checks, console) -> None:
 
 
 def _print_dry_run(plan, command, checks, console, as_json: bool, node_rank: Optional[int]) -> None:
+    from qwen35.launcher import launch
+
     if as_json:
         typer.echo(json.dumps({"commands": [c.to_dict() for c in plan.commands],
                                "preflight": [check.to_dict() for check in checks]}, indent=2))
@@ -118,29 +123,36 @@ def _print_dry_run(plan, command, checks, console, as_json: bool, node_rank: Opt
             typer.echo(f"# {label}")
         typer.echo(each.shell())
     if plan.request.api_key_env:
-        typer.echo(f"# plus --api-key from ${plan.request.api_key_env} (not shown)")
+        typer.echo(f"# plus the API key from ${plan.request.api_key_env}, {launch.how_the_key_travels(plan.engine)}")
     _print_checks(checks, console)
 
 
 def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) -> int:
     """Start the engine under supervision; return the exit code to leave with."""
+    from qwen35.launcher import launch
+
+    api_key = os.environ.get(plan.request.api_key_env) if plan.request.api_key_env else None
+    with launch.ApiKeyHandoff(plan.engine, api_key, command.argv) as handoff:
+        return _supervise(plan, command, console, log_file, ready_timeout, api_key, handoff)
+
+
+def _supervise(plan, command, console, log_file: Optional[str], ready_timeout: float, api_key, handoff) -> int:
     from pathlib import Path
 
     from qwen35.launcher import launch
     from qwen35.launcher.readiness import PHASE_ENDPOINTS
     from qwen35.launcher.supervise import (ApiKeyRejected, EngineCallbacks, EngineCrashed, EngineProcess,
-                                          ReadinessTimeout, Supervisor)
+                                          PortAnsweredByAnother, ReadinessTimeout, Supervisor)
 
-    api_key = os.environ.get(plan.request.api_key_env) if plan.request.api_key_env else None
-    argv = launch.engine_argv(command, plan.engine) + (["--api-key", api_key] if api_key else [])
+    argv = launch.engine_argv(command, plan.engine) + handoff.args
     log_path = Path(log_file) if log_file else launch.default_log_path(plan, command.node_rank)
     multi = len(plan.commands) > 1
     spec = EngineProcess(
-        argv=argv, env=command.env, log_path=log_path,
+        argv=argv, env={**command.env, **handoff.env}, log_path=log_path,
         log_prefix=f"[{plan.engine}{f' node {command.node_rank}' if multi else ''}] ",
         base_url=launch.base_url(plan), api_key=api_key, ready_timeout_s=ready_timeout, poll_interval_s=0.25,
     )
-    shown = shlex.join(launch.engine_argv(command, plan.engine))  # without the key
+    shown = shlex.join(argv)  # the key is not in it
     console.print(f"starting {plan.engine}: {shown}", markup=False)
     console.print(f"log: {log_path}", markup=False)
     if multi:
@@ -159,9 +171,10 @@ def _run(plan, command, console, log_file: Optional[str], ready_timeout: float) 
                 callbacks.on_tick = lambda elapsed, phase: status.update(
                     f"waiting for {plan.engine}: {PHASE_ENDPOINTS.get(phase, phase)} ({elapsed:.0f} s)")
                 models = supervisor.wait_ready()
-        except (EngineCrashed, ReadinessTimeout, ApiKeyRejected) as error:
+        except (EngineCrashed, ReadinessTimeout, ApiKeyRejected, PortAnsweredByAnother) as error:
             _show_tail(error.last_lines, error.log_path, console)
             raise
+        handoff.forget()
         if models is None:  # a stop arrived while it was starting
             return _served(supervisor, console)
         model_id = models[0] if models else (plan.request.served_model_name or plan.model)

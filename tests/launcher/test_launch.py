@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qwen35.launcher import launch
 from qwen35.launcher.profiles import load_profile, plan_profile, plan_request, shipped_path, to_plan_request
@@ -34,15 +35,22 @@ FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 QWEN35 = [sys.executable, "-m", "qwen35.launcher.cli"]
 API_KEY = "sk-test-not-printed-4242"
 SHIM = """
-import argparse, os, sys
+import argparse, json, os, sys
+import yaml
+# What launch passed, for the tests to read: a key must never be among it.
+if os.environ.get("FAKE_ENGINE_ARGV_FILE"):
+    with open(os.environ["FAKE_ENGINE_ARGV_FILE"], "w") as record:
+        json.dump(sys.argv, record)
 parser = argparse.ArgumentParser()
-for flag in ("--host", "--port", "--served-model-name", "--api-key"):
+for flag in ("--host", "--port", "--served-model-name", "--config"):
     parser.add_argument(flag, default="")
 known, _ = parser.parse_known_args()
+# SGLang reads flags from its --config YAML; the key reaches the stand-in through its environment.
+key = yaml.safe_load(open(known.config))["api-key"] if known.config else ""
 # FAKE_ENGINE_SWAP_KEY: the engine starts with another key than the one launch passed.
-key = os.environ.get("FAKE_ENGINE_SWAP_KEY") or known.api_key
+os.environ["FAKE_ENGINE_API_KEY"] = os.environ.get("FAKE_ENGINE_SWAP_KEY") or key
 os.execv(sys.executable, [sys.executable, {fake!r}, "--host", known.host, "--port", known.port,
-                          "--model", known.served_model_name, "--api-key", key,
+                          "--model", known.served_model_name,
                           "--mode", os.environ.get("FAKE_ENGINE_MODE", "ready")])
 """
 
@@ -173,6 +181,39 @@ def test_ready_serves_prints_endpoint_and_stops_on_sigint(setup, launches):
     assert "fake-engine: received SIGINT" in log and "[sglang]" not in log
     assert API_KEY not in out + err + log  # the key is passed, never printed
     assert group_gone(run.engine_pgid())
+
+
+def test_the_api_key_never_reaches_the_engines_command_line(setup, launches):
+    # /proc/PID/cmdline is readable by every local user; the environment and a 0600 file are not.
+    argv_file = setup["tmp"] / "argv.json"
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
+                   {**setup["env"], "FAKE_ENGINE_ARGV_FILE": str(argv_file)})
+    run.wait_for_output("is ready at")
+    argv = json.loads(argv_file.read_text())
+    assert API_KEY not in " ".join(argv) and "--api-key" not in argv
+    key_file = Path(argv[argv.index("--config") + 1])
+    assert not key_file.exists()  # read at start-up, removed once the engine is ready
+    assert get(f"http://127.0.0.1:{setup['port']}/v1/models", API_KEY) == 200
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+
+
+@pytest.mark.parametrize("engine, variable", [("vllm", "VLLM_API_KEY"), ("bundled", "QWEN35_API_KEY")])
+def test_vllm_and_the_bundled_runtime_get_the_key_in_their_environment(engine, variable):
+    with launch.ApiKeyHandoff(engine, API_KEY) as handoff:
+        assert handoff.args == [] and handoff.env == {variable: API_KEY}
+
+
+def test_sglang_gets_the_key_in_a_private_config_file_that_goes_away():
+    with launch.ApiKeyHandoff("sglang", 'k"ey: with # odd characters') as handoff:
+        flag, path = handoff.args
+        path = Path(path)
+        assert flag == "--config" and handoff.env == {}
+        assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+        assert yaml.safe_load(path.read_text()) == {"api-key": 'k"ey: with # odd characters'}
+    assert not path.parent.exists()
+    with pytest.raises(InputError, match="--config"):
+        launch.ApiKeyHandoff("sglang", API_KEY, ["python3", "--config", "mine.yaml"])
 
 
 def test_engine_exit_after_ready_is_our_exit_code(setup, launches):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from qwen35.launcher.supervise import (
     EngineCallbacks,
     EngineCrashed,
     EngineProcess,
+    PortAnsweredByAnother,
     ReadinessTimeout,
     Supervisor,
     exit_status,
@@ -282,3 +284,26 @@ def test_a_failing_line_callback_does_not_stall_the_engine(tmp_path):
     assert "fake-engine: ready to serve" in spec.log_path.read_text()
     child = int(re.search(r"child pid=(\d+)", spec.log_path.read_text()).group(1))
     assert_gone(supervisor.pgid, child)
+
+
+def test_a_ready_answer_from_another_server_on_the_port_is_refused(tmp_path):
+    # Something else took the port after the preflight and answers like an engine, while ours
+    # (here: one that hangs on another port) is still loading.
+    impostor_port = free_port()
+    impostor = subprocess.Popen([sys.executable, str(FAKE_ENGINE), "--port", str(impostor_port)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert "starting pid=" in impostor.stdout.readline()
+        spec = make_spec(tmp_path, "--mode", "hang", base_url=local_base_url("127.0.0.1", impostor_port))
+        with Supervisor(spec) as supervisor:
+            supervisor.start()
+            with pytest.raises(PortAnsweredByAnother) as caught:
+                supervisor.wait_ready()
+            assert supervisor.process.poll() is not None  # our engine was stopped
+        message = caught.value.one_line()
+        assert message.startswith(f"port {impostor_port} is answered by pid {impostor.pid} (")
+        assert "not by the engine this launch started" in message and caught.value.exit_code == 2
+        assert impostor.poll() is None  # theirs is left alone
+    finally:
+        impostor.kill()
+        impostor.wait()
