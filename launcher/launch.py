@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from qwen35.launcher import preflight
+from qwen35.launcher import checkpoint_check, preflight
 from qwen35.launcher.cpu_plan import CPU_TARGET
 from qwen35.launcher.readiness import local_base_url
 from qwen35.planner.errors import InputError, NoFeasiblePlan, Qwen35Error
@@ -203,8 +203,14 @@ def _check_model(plan: Plan) -> Check:
         size = plan.memory.get("weights_total_bytes")
         about = f" (about {human_bytes(size)})" if size else ""
         return Check("model", WARNING, f"{plan.model_path} is not in the Hugging Face cache; the engine downloads it{about} at start")
-    where = "local checkpoint" if source == preflight.SOURCE_LOCAL else "in the Hugging Face cache"
-    return Check("model", OK, f"{plan.model_path} ({where})")
+    if source == preflight.SOURCE_CACHED:
+        return Check("model", OK, f"{plan.model_path} (in the Hugging Face cache)")
+    try:
+        shards = checkpoint_check.check_checkpoint(plan.model_path)
+    except Qwen35Error as error:
+        return _failed("model", error)
+    return Check("model", OK, f"{plan.model_path} (local checkpoint; {shards} safetensors shard(s) whole, "
+                              "generation defaults valid)")
 
 
 def _check_port(plan: Plan, command: EngineCommand) -> Check:
