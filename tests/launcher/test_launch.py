@@ -51,6 +51,7 @@ key = yaml.safe_load(open(known.config))["api-key"] if known.config else ""
 os.environ["FAKE_ENGINE_API_KEY"] = os.environ.get("FAKE_ENGINE_SWAP_KEY") or key
 os.execv(sys.executable, [sys.executable, {fake!r}, "--host", known.host, "--port", known.port,
                           "--model", known.served_model_name,
+                          "--startup-log", os.environ.get("FAKE_ENGINE_STARTUP_LOG", ""),
                           "--mode", os.environ.get("FAKE_ENGINE_MODE", "ready")])
 """
 
@@ -407,3 +408,70 @@ def test_gpu_preflight_compares_the_detected_gpus_with_the_plan(monkeypatch, fou
     dry = {check.name: check for check in launch.run_preflight(plan, plan.commands[0], dry_run=True,
                                                                named_target=True, env={})}
     assert dry["gpus"].status == "skipped"  # a named target may be another machine
+
+
+def startup_log(setup, scale_kv: float = 1.0) -> Path:
+    """SGLang 0.5.23's start-up lines (tests/launcher/startup_logs) carrying this plan's own figures."""
+    plan = plan_profile(load_profile(setup["profile"]))
+    text = (Path(__file__).with_name("startup_logs") / "sglang-0.5.23.log").read_text()
+    text = (text.replace("max_total_num_tokens=845651", f"max_total_num_tokens={int(plan.memory['kv_tokens'] * scale_kv)}")
+            .replace("max_mamba_cache_size: 483", f"max_mamba_cache_size: {plan.memory['state_slots']}")
+            .replace("max_running_requests=96", f"max_running_requests={plan.max_running_requests}")
+            .replace("context_len=262144", f"context_len={plan.context_length}")
+            .replace("'mem_fraction_static': 0.835", f"'mem_fraction_static': {plan.mem_fraction_static}"))
+    path = setup["tmp"] / "startup.log"
+    path.write_text(text)
+    return path
+
+
+def test_ready_shows_the_engines_figures_beside_the_plans(setup, launches):
+    env = {**setup["env"], "FAKE_ENGINE_STARTUP_LOG": str(startup_log(setup))}
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])], env)
+    run.wait_for_output("curl ")  # the snippets come after the check
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    err = "".join(run.err)
+    table = err[err.index("sglang at start-up vs the plan"):err.index("time to ready:")]
+    for label in ("KV tokens", "state slots", "running requests", "context length", "memory fraction"):
+        assert re.search(rf"{label} +(\S+) +\1 +\+0\.0%", table), (label, table)
+    assert re.search(r"time to ready: weights loaded [\d.]+ s, graphs captured [\d.]+ s, serving [\d.]+ s", err)
+    assert "warning: KV tokens" not in err
+
+
+def test_an_engine_below_the_plan_warns_and_strict_plan_stops_it_cleanly(setup, launches):
+    env = {**setup["env"], "FAKE_ENGINE_STARTUP_LOG": str(startup_log(setup, scale_kv=0.8))}
+    warned = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])], env)
+    warned.wait_for_output("curl ")
+    warned.process.send_signal(signal.SIGTERM)
+    assert warned.finish() == 0
+    assert re.search(r"warning: KV tokens: the engine has \d+, the plan \d+ \(-20\.0%\): SGLang found less free GPU "
+                     r"memory", "".join(warned.err))
+
+    strict = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--strict-plan"], env)
+    assert strict.finish() == 1
+    err = "".join(strict.err)
+    assert re.search(r"error: sglang came up below the plan: KV tokens \d+ against \d+ planned \(-20\.0%, tolerance 5%\); "
+                     r"stopping it \(--strict-plan\)", err)
+    assert "fake-engine: received SIGTERM, shutting down" in err and "curl " not in "".join(strict.out)
+    assert group_gone(strict.engine_pgid())
+    lenient = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--strict-plan",
+                        "--plan-tolerance", "25"], env)
+    lenient.wait_for_output("curl ")
+    lenient.process.send_signal(signal.SIGTERM)
+    assert lenient.finish() == 0
+
+
+def test_json_launch_prints_the_ready_and_plan_check_events(setup, launches):
+    env = {**setup["env"], "FAKE_ENGINE_STARTUP_LOG": str(startup_log(setup, scale_kv=0.8))}
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--json"], env)
+    run.wait_for_output('"event": "plan_check"')
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    events = [json.loads(line) for line in run.out]
+    assert [event["event"] for event in events] == ["ready", "plan_check"]
+    assert events[0]["url"] == f"http://127.0.0.1:{setup['port']}/v1" and events[0]["model"] == "tiny"
+    check = events[1]
+    assert check["below_plan"] == ["kv_tokens"] and check["tolerance"] == 0.05
+    kv = next(row for row in check["figures"] if row["figure"] == "kv_tokens")
+    assert kv["off"] and round(kv["difference"], 3) == -0.2 and "--mem-fraction-static" in kv["hint"]
+    assert {"weights loaded", "graphs captured", "serving"} <= set(check["phases_s"])
