@@ -55,6 +55,9 @@ class EngineProcess:
     # one request. Only a stop repeated after it (someone insisting) kills at once.
     stop_repeat_window_s: float = 2.0
     tail_lines: int = 40  # log lines kept for error reports
+    # A ready answer from a port no process of the engine's group listens on is refused; an
+    # engine run through a container (its port held by the runtime's proxy) only gets a warning.
+    foreign_listener_fatal: bool = True
 
 
 @dataclass
@@ -251,11 +254,17 @@ class Supervisor:
             if models is not None:
                 # An answer proves only that something serves the port: another server that took
                 # it after the preflight would answer too, while our engine loads or fails to bind.
-                holder = answered_by_group(urlsplit(spec.base_url).port, self.pgid)
+                port = urlsplit(spec.base_url).port
+                holder = answered_by_group(port, self.pgid)
                 if holder is None:
                     return models
+                if not spec.foreign_listener_fatal:
+                    if self.callbacks.on_warning:
+                        self.callbacks.on_warning(f"port {port} is served by {holder}, not by a process the launcher "
+                                                  "started (expected when the engine runs in a container)")
+                    return models
                 self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
-                raise PortAnsweredByAnother(urlsplit(spec.base_url).port, holder, self.last_lines(), spec.log_path)
+                raise PortAnsweredByAnother(port, holder, self.last_lines(), spec.log_path)
             if probe.rejected_status is not None:
                 self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
                 raise ApiKeyRejected(probe.rejected_status, probe.phase, bool(spec.api_key),

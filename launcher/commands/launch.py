@@ -32,7 +32,8 @@ The API key never appears in a command line (which any local user can read): a p
 the variable that holds it (serving.api_key_env) and launch passes its value to the engine in
 the engine's environment (QWEN35_API_KEY for qwen35 serve, VLLM_API_KEY for vLLM) or, as SGLang
 reads none, in a private --config file removed once the engine is ready. Before printing
-"ready", launch checks that the port is served by the engine it started, not by another server.
+"ready", launch checks that the port is served by the engine it started, not by another server
+(a warning only under QWEN35_ENGINE_EXECUTABLE, which may run the engine in a container).
 QWEN35_ENGINE_EXECUTABLE, when set, runs in place of the engine program (`python3 -m
 sglang.launch_server`, `vllm serve`, `qwen35 serve`) with the same arguments.
 
@@ -176,6 +177,7 @@ def _supervise(plan, command, console, watch: Watch, api_key, handoff) -> int:
         argv=argv, env={**command.env, **handoff.env}, log_path=log_path,
         log_prefix=f"[{plan.engine}{f' node {command.node_rank}' if multi else ''}] ",
         base_url=launch.base_url(plan), api_key=api_key, ready_timeout_s=watch.ready_timeout, poll_interval_s=0.25,
+        foreign_listener_fatal=not os.environ.get(launch.ENGINE_EXECUTABLE_ENV),
     )
     shown = shlex.join(argv)  # the key is not in it
     console.print(f"starting {plan.engine}: {shown}", markup=False)

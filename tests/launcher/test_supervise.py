@@ -307,3 +307,25 @@ def test_a_ready_answer_from_another_server_on_the_port_is_refused(tmp_path):
     finally:
         impostor.kill()
         impostor.wait()
+
+
+def test_a_foreign_listener_is_only_a_warning_where_the_engine_may_run_in_a_container(tmp_path):
+    impostor_port = free_port()
+    impostor = subprocess.Popen([sys.executable, str(FAKE_ENGINE), "--port", str(impostor_port)],
+                                stdout=subprocess.PIPE, text=True)
+    warnings: list[str] = []
+    try:
+        assert "starting pid=" in impostor.stdout.readline()
+        spec = make_spec(tmp_path, "--mode", "hang", base_url=local_base_url("127.0.0.1", impostor_port),
+                         foreign_listener_fatal=False)
+        with Supervisor(spec, EngineCallbacks(on_warning=warnings.append)) as supervisor:
+            supervisor.start()
+            assert supervisor.wait_ready() == ["fake-model"]
+            supervisor.stop()
+        assert len(warnings) == 1
+        assert warnings[0].startswith(f"port {impostor_port} is served by pid {impostor.pid} ({sys.executable} ")
+        assert warnings[0].endswith("), not by a process the launcher started (expected when the engine runs in a "
+                                    "container)")
+    finally:
+        impostor.kill()
+        impostor.wait()
