@@ -283,7 +283,7 @@ def client_snippets(url: str, model_id: str, api_key_env: str | None, max_tokens
     imports = "import os\n" if api_key_env else ""
     return (
         f"curl {url}/v1/chat/completions \\\n  -H 'Content-Type: application/json'{auth} \\\n  -d '{body}'\n\n"
-        f"{imports}from openai import OpenAI\n\n"
+        f"# pip install openai\n{imports}from openai import OpenAI\n\n"
         f'client = OpenAI(base_url="{url}/v1", api_key={key})\n'
         f'reply = client.chat.completions.create(model="{model_id}", max_tokens={max_tokens},\n'
         f'                                       messages=[{{"role": "user", "content": "Hello!"}}])\n'
