@@ -209,6 +209,9 @@ def _check_model(plan: Plan) -> Check:
         shards = checkpoint_check.check_checkpoint(plan.model_path)
     except Qwen35Error as error:
         return _failed("model", error)
+    if shards == 0:
+        return Check("model", WARNING, f"{plan.model_path} holds no safetensors weights ({checkpoint_check.INDEX_FILE} "
+                                       f"or {checkpoint_check.SINGLE_FILE}); the engine may not load it")
     return Check("model", OK, f"{plan.model_path} (local checkpoint; {shards} safetensors shard(s) whole, "
                               "generation defaults valid)")
 

@@ -122,3 +122,12 @@ def test_launch_stops_before_starting_the_engine_on_a_damaged_shard(checkpoint, 
     assert f"preflight model: FAIL - {shard}: cut short: " in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {shard}: cut short: ")
     assert "Traceback" not in done.stderr and "starting bundled" not in done.stderr
+
+
+def test_the_preflight_warns_of_a_folder_without_safetensors_weights(tmp_path):
+    from qwen35.planner.models.registry import registry_config_json
+
+    (tmp_path / "config.json").write_text(json.dumps(registry_config_json("Qwen3.5-0.8B")))
+    done = subprocess.run([*QWEN35, "launch", "--model", str(tmp_path), "--gpu", "cpu", "--engine", "bundled",
+                           "--port", "8799", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert f"preflight model: warn - {tmp_path} holds no safetensors weights" in done.stderr

@@ -40,3 +40,10 @@ def test_a_port_outside_the_tcp_range_is_one_line_and_exit_2(command, port):
     assert done.stderr == f"error: --port {port} is not a TCP port (expected 1 to 65535); choose a free port " \
                           "such as --port 30000 (serving.port in a profile)\n"
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "100"])
+def test_a_plan_tolerance_that_is_no_percentage_is_bad_usage(tolerance):
+    done = run("launch", "--model", "Qwen3.5-9B", "--gpu", "H100:1", f"--plan-tolerance={tolerance}")
+    assert done.returncode == 2
+    assert done.stderr == f"error: --plan-tolerance {tolerance} is not a percentage below 100; try --plan-tolerance 5\n"
