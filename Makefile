@@ -1,20 +1,36 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 VENV ?= .venv
 PYTHON ?= python3
-# The CPU build of torch; override with TORCH_SPEC=torch for a CUDA machine.
-TORCH_SPEC ?= torch==2.13.0
+# Which torch build: auto (CUDA where nvidia-smi lists an NVIDIA GPU, else CPU), cpu or cuda.
+# The CPU build comes from PyTorch's CPU index (PyPI's Linux wheels are CUDA builds, several GB);
+# where that index is unreachable, from the configured index, and the install says so.
+# TORCH_CUDA_INDEX picks a CUDA release, e.g. https://download.pytorch.org/whl/cu128 (default: PyPI's).
+TORCH ?= auto
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CUDA_INDEX ?=
+PIP = $(VENV)/bin/python -m pip install --progress-bar on
 
 $(VENV)/bin/python:
+	@echo "==> creating the virtual environment $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 
+# torch first, so that qwen35's `torch>=2.4` finds the build chosen here.
+$(VENV)/.torch: $(VENV)/bin/python scripts/install_torch.py
+	$(VENV)/bin/python scripts/install_torch.py --build $(TORCH) --version $(TORCH_VERSION) \
+		--cpu-index "$(TORCH_CPU_INDEX)" --cuda-index "$(TORCH_CUDA_INDEX)"
+	touch $@
+
 # The runtime alone (what `make demo` needs).
-$(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py
-	$(VENV)/bin/pip install -q "$(TORCH_SPEC)" -e .
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml setup.py
+	@echo "==> installing qwen35 and its dependencies into $(VENV)"
+	$(PIP) -e .
 	touch $@
 
 # Plus the test extras (transformers as the reference, the openai client, triton's interpreter).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(VENV)/bin/pip install -q "$(TORCH_SPEC)" -e '.[test]'
+	@echo "==> installing the test extras (pytest, transformers, openai, triton)"
+	$(PIP) -e '.[test]'
 	touch $@
 
 .PHONY: setup demo test

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 import typer
@@ -16,16 +17,36 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def version_text() -> str:
+    """`qwen35 VERSION (Python X.Y.Z)`: what `qwen35 --version` prints."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("qwen35")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed as a package)"
+    return f"qwen35 {version} (Python {platform.python_version()})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
 
 @app.callback()
-def root() -> None:
+def root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                 help="Print the qwen35 version and exit."),
+) -> None:
     """Plan, launch and serve Qwen3.5 models.
 
-    Start with `qwen35 plan --model Qwen3.5-9B --gpu H100:1`; every command has --help with examples.
-    Set QWEN35_DEBUG=1 to see tracebacks.
+    Start with `qwen35 plan --model Qwen3.5-9B --gpu H100:1`; every command has --help (or -h) with
+    examples. Set QWEN35_DEBUG=1 to see tracebacks.
     """
 
 

@@ -7,15 +7,18 @@ raise: each returns a Check, and a failed one carries the error the launch would
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
-from qwen35.launcher import preflight
+from qwen35.launcher import checkpoint_check, preflight
 from qwen35.launcher.cpu_plan import CPU_TARGET
 from qwen35.launcher.readiness import local_base_url
 from qwen35.planner.errors import InputError, NoFeasiblePlan, Qwen35Error
@@ -30,6 +33,13 @@ ENGINE_PROGRAMS = {
     "vllm": ("vllm", "serve"),
     "bundled": ("qwen35", "serve"),
 }
+# Without max_tokens a request may run to the end of the context: minutes on a CPU.
+CPU_EXAMPLE_MAX_TOKENS = 64
+GPU_EXAMPLE_MAX_TOKENS = 512
+# The variable each engine reads its API key from when no --api-key is given; SGLang reads none,
+# so it gets the key in a private --config file (a YAML of flags, merged under the command line).
+API_KEY_VARIABLES = {"bundled": "QWEN35_API_KEY", "vllm": "VLLM_API_KEY"}
+SGLANG_CONFIG_FLAG = "--config"
 MEMORY_SLACK = 0.98  # a detected GPU may report a little less than the catalog figure
 
 OK, WARNING, SKIPPED, FAILED = "ok", "warning", "skipped", "failed"
@@ -92,6 +102,52 @@ def engine_argv(command: EngineCommand, engine: str, env: Mapping[str, str] | No
     return [str(beside) if beside.exists() else "vllm", *command.argv[1:]]
 
 
+class ApiKeyHandoff:
+    """How the API key reaches the engine outside its command line, which any local user can read.
+
+    `args` and `env` go to the engine; `forget()` removes SGLang's key file (once the engine is
+    ready it has long parsed its flags) and runs again on leaving the `with` block.
+    """
+
+    def __init__(self, engine: str, api_key: str | None, argv: Sequence[str] = ()):
+        self.args: list[str] = []
+        self.env: dict[str, str] = {}
+        self._folder: Path | None = None
+        if not api_key:
+            return
+        if engine in API_KEY_VARIABLES:
+            self.env[API_KEY_VARIABLES[engine]] = api_key
+            return
+        if SGLANG_CONFIG_FLAG in argv or any(arg.startswith(SGLANG_CONFIG_FLAG + "=") for arg in argv):
+            raise InputError("extra_args passes SGLang a --config file, and launch passes the API key in one of "
+                             "its own (SGLang takes one)", "move those flags into extra_args, or drop api_key_env")
+        self._folder = Path(tempfile.mkdtemp(prefix="qwen35-key-"))  # mode 0700: only we can enter it
+        path = self._folder / "api-key.yaml"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(f"api-key: {json.dumps(api_key)}\n")  # a JSON string is a YAML scalar
+        self.args = [SGLANG_CONFIG_FLAG, str(path)]
+
+    def forget(self) -> None:
+        """Remove the key file, if there is one."""
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __enter__(self) -> ApiKeyHandoff:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.forget()
+
+
+def how_the_key_travels(engine: str) -> str:
+    """For messages: the route of the API key into `engine`."""
+    if engine in API_KEY_VARIABLES:
+        return f"in the engine's environment as {API_KEY_VARIABLES[engine]}"
+    return "in a private --config file that is removed once the engine is ready"
+
+
 def _check_engine(plan: Plan, env: Mapping[str, str]) -> Check:
     override = env.get(ENGINE_EXECUTABLE_ENV)
     if override:
@@ -147,8 +203,17 @@ def _check_model(plan: Plan) -> Check:
         size = plan.memory.get("weights_total_bytes")
         about = f" (about {human_bytes(size)})" if size else ""
         return Check("model", WARNING, f"{plan.model_path} is not in the Hugging Face cache; the engine downloads it{about} at start")
-    where = "local checkpoint" if source == preflight.SOURCE_LOCAL else "in the Hugging Face cache"
-    return Check("model", OK, f"{plan.model_path} ({where})")
+    if source == preflight.SOURCE_CACHED:
+        return Check("model", OK, f"{plan.model_path} (in the Hugging Face cache)")
+    try:
+        shards = checkpoint_check.check_checkpoint(plan.model_path)
+    except Qwen35Error as error:
+        return _failed("model", error)
+    if shards == 0:
+        return Check("model", WARNING, f"{plan.model_path} holds no safetensors weights ({checkpoint_check.INDEX_FILE} "
+                                       f"or {checkpoint_check.SINGLE_FILE}); the engine may not load it")
+    return Check("model", OK, f"{plan.model_path} (local checkpoint; {shards} safetensors shard(s) whole, "
+                              "generation defaults valid)")
 
 
 def _check_port(plan: Plan, command: EngineCommand) -> Check:
@@ -168,7 +233,7 @@ def _check_api_key(plan: Plan, env: Mapping[str, str]) -> Check | None:
     if not env.get(name):
         return _failed("api_key", InputError(f"serving.api_key_env names {name}, which is not set",
                                              f"export {name}=<key>, or drop api_key_env to serve without a key"))
-    return Check("api_key", OK, f"from ${name}, passed to the engine as --api-key (never printed)")
+    return Check("api_key", OK, f"from ${name}, passed {how_the_key_travels(plan.engine)} (never printed)")
 
 
 def _check_multinode(plan: Plan) -> Check | None:
@@ -207,16 +272,23 @@ def base_url(plan: Plan) -> str:
     return local_base_url(plan.request.host, plan.request.port)
 
 
-def client_snippets(url: str, model_id: str, api_key_env: str | None) -> str:
+def example_max_tokens(plan: Plan) -> int:
+    """The max_tokens the printed examples ask for: a short answer, quick on the CPU demo too."""
+    return CPU_EXAMPLE_MAX_TOKENS if plan.gpu == CPU_TARGET else GPU_EXAMPLE_MAX_TOKENS
+
+
+def client_snippets(url: str, model_id: str, api_key_env: str | None, max_tokens: int) -> str:
     """A curl command and an openai-python snippet for the running endpoint (the key by variable name only)."""
     auth = f' \\\n  -H "Authorization: Bearer ${api_key_env}"' if api_key_env else ""
-    body = '{"model": "%s", "messages": [{"role": "user", "content": "Hello!"}]}' % model_id
+    body = '{"model": "%s", "max_tokens": %d, "messages": [{"role": "user", "content": "Hello!"}]}' % (
+        model_id, max_tokens)
     key = f'os.environ["{api_key_env}"]' if api_key_env else '"none"'
     imports = "import os\n" if api_key_env else ""
     return (
         f"curl {url}/v1/chat/completions \\\n  -H 'Content-Type: application/json'{auth} \\\n  -d '{body}'\n\n"
-        f"{imports}from openai import OpenAI\n\n"
+        f"# pip install openai\n{imports}from openai import OpenAI\n\n"
         f'client = OpenAI(base_url="{url}/v1", api_key={key})\n'
-        f'reply = client.chat.completions.create(model="{model_id}", messages=[{{"role": "user", "content": "Hello!"}}])\n'
+        f'reply = client.chat.completions.create(model="{model_id}", max_tokens={max_tokens},\n'
+        f'                                       messages=[{{"role": "user", "content": "Hello!"}}])\n'
         "print(reply.choices[0].message.content)\n"
     )

@@ -78,14 +78,15 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def port_owner(port: int) -> str | None:
-    """Describe the local process holding TCP `port` ("pid 123 (python -m ...)"), if visible."""
-    inodes = set()
+def listening_sockets(port: int) -> set[str] | None:
+    """The sockets ("socket:[INODE]") listening on TCP `port` here, or None where /proc/net/tcp is unreadable."""
+    inodes, readable = set(), False
     for table in _TCP_TABLES:
         try:
             rows = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
+        readable = True
         for row in rows:
             # sl local_address rem_address st ... inode; addresses are HEX_IP:HEX_PORT
             fields = row.split()
@@ -93,18 +94,37 @@ def port_owner(port: int) -> str | None:
                 continue
             if int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{fields[9]}]")
-    if not inodes:
-        return None
+    return inodes if readable else None
+
+
+def socket_holders(inodes: set[str]) -> list[int]:
+    """Pids of the visible processes holding any of `inodes` (another user's processes stay hidden)."""
+    holders = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-                return f"pid {entry.name} ({command.decode(errors='replace').strip()[:80] or '?'})"
+                holders.append(int(entry.name))
         except OSError:
             continue  # gone, or another user's process
-    return None
+    return holders
+
+
+def describe_process(pid: int) -> str:
+    """"pid 123 (python -m http.server)": a pid with the start of its command line."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f"pid {pid} ({command[:80] or '?'})"
+
+
+def port_owner(port: int) -> str | None:
+    """Describe the local process holding TCP `port` ("pid 123 (python -m ...)"), if visible."""
+    inodes = listening_sockets(port)
+    holders = socket_holders(inodes) if inodes else []
+    return describe_process(holders[0]) if holders else None
 
 
 def _next_free_port(host: str, port: int) -> int | None:

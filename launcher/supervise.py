@@ -3,8 +3,11 @@
 Life of a launch: `start()` spawns the engine as the leader of a new session (so its whole
 process tree can be signalled as one group) with stdout and stderr merged into a pipe that a
 reader thread copies to the log file and to `on_line`; `wait_ready()` polls the HTTP API;
-`wait()` serves until the engine exits, forwarding SIGINT/SIGTERM/SIGHUP to the group; `stop()`
-and the context manager's exit make sure no process of the group survives. A launcher that
+`wait()` serves until the engine exits, forwarding SIGINT/SIGTERM/SIGHUP to the group (a stop
+repeated within `stop_repeat_window_s` is the same stop); `exit_problem()` then says in one line
+what happened to an engine we did not stop cleanly; `stop()` and the context manager's exit make
+sure no process of the group survives. A log file that cannot be written (full disk) costs a
+warning, never the supervision: the output keeps being drained and shown. A launcher that
 is killed outright (SIGKILL, OOM killer) takes the engine with it through PR_SET_PDEATHSIG
 (Linux; see `process_group.start_session_leader`).
 """
@@ -22,8 +25,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
-from qwen35.launcher import process_group
+from qwen35.launcher import preflight, process_group
 from qwen35.launcher.readiness import PHASE_ENDPOINTS, ReadinessProbe
 from qwen35.planner.errors import InputError, Qwen35Error
 
@@ -46,7 +50,14 @@ class EngineProcess:
     ready_timeout_s: float = 1800.0
     poll_interval_s: float = 1.0
     stop_grace_s: float = 30.0  # between SIGTERM and SIGKILL
+    # A stop that arrives again within this window is the same stop: a kill of make's process
+    # group reaches the launcher directly and once more through make, and a double Ctrl-C is
+    # one request. Only a stop repeated after it (someone insisting) kills at once.
+    stop_repeat_window_s: float = 2.0
     tail_lines: int = 40  # log lines kept for error reports
+    # A ready answer from a port no process of the engine's group listens on is refused; an
+    # engine run through a container (its port held by the runtime's proxy) only gets a warning.
+    foreign_listener_fatal: bool = True
 
 
 @dataclass
@@ -56,6 +67,7 @@ class EngineCallbacks:
     on_line: Callable[[str], None] | None = None
     on_tick: Callable[[float, str], None] | None = None  # (elapsed_s, readiness phase)
     on_ready: Callable[[list[str]], None] | None = None  # served model ids
+    on_warning: Callable[[str], None] | None = None  # one line; from the log reader thread too
 
 
 class EngineCrashed(Qwen35Error):
@@ -89,6 +101,30 @@ class ReadinessTimeout(Qwen35Error):
         self.log_path = log_path
 
 
+class PortAnsweredByAnother(InputError):
+    """The readiness probe was answered by a process that is not the engine we started."""
+
+    def __init__(self, port: int, holder: str, last_lines: list[str], log_path: Path):
+        super().__init__(f"port {port} is answered by {holder}, not by the engine this launch started",
+                         f"stop that process or launch on another --port; engine log: {log_path}")
+        self.last_lines = last_lines
+        self.log_path = log_path
+
+
+def answered_by_group(port: int, pgid: int) -> str | None:
+    """None when a process of group `pgid` listens on `port` (or this system cannot tell); else who does."""
+    inodes = preflight.listening_sockets(port)
+    if not inodes:
+        return None  # no /proc/net/tcp, or the port is reached through another network namespace
+    holders = preflight.socket_holders(inodes)
+    for pid in holders:
+        with contextlib.suppress(OSError):
+            if pgid in (os.getpgid(pid), os.getsid(pid)):
+                return None
+    # Listening sockets whose holder we cannot see belong to another user: not our engine either.
+    return preflight.describe_process(holders[0]) if holders else "a process of another user"
+
+
 class ApiKeyRejected(InputError):
     """The engine answered a readiness probe with 401/403: it expects another API key."""
 
@@ -97,8 +133,9 @@ class ApiKeyRejected(InputError):
         if key_sent:
             message = f"the engine rejected the API key the launcher sent ({answered})"
             hint = ("launch passes the key it sends (the value of the variable serving.api_key_env names) "
-                    "to the engine as --api-key, so the engine got another one: check that "
-                    "QWEN35_ENGINE_EXECUTABLE, if set, passes --api-key through unchanged")
+                    "to the engine (as QWEN35_API_KEY or VLLM_API_KEY in its environment, in a --config file "
+                    "to SGLang), so the engine got another one: check that QWEN35_ENGINE_EXECUTABLE, if set, "
+                    "passes those through unchanged")
         else:
             message = f"the engine requires an API key and the launcher sent none ({answered})"
             hint = ("the engine likely read one from its environment (QWEN35_API_KEY for qwen35 serve, "
@@ -137,6 +174,8 @@ class Supervisor:
         self.callbacks = callbacks or EngineCallbacks()
         self.process: subprocess.Popen | None = None
         self.stop_signal: int | None = None  # the first stop we asked for, if any
+        self.killed: bool = False  # we SIGKILLed the group: a repeated stop, or the grace ran out
+        self._stop_requested_at = 0.0
         self._tail: deque[str] = deque(maxlen=spec.tail_lines)
         self._tail_lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -161,11 +200,7 @@ class Supervisor:
         if self.process is not None:
             raise RuntimeError("engine already started")
         spec = self.spec
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(spec.log_path, "a", encoding="utf-8")
-        command = shlex.join(_redacted(spec.argv))
-        log_file.write(f"# qwen35: {time.strftime('%Y-%m-%d %H:%M:%S')} {command}\n")
-        log_file.flush()
+        log_file = self._open_log(f"# qwen35: {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(_redacted(spec.argv))}")
         # Python engines block-buffer a piped stdout; unbuffered keeps the live view live.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
         process_group.become_subreaper()
@@ -182,7 +217,8 @@ class Supervisor:
                 errors="replace",
             )
         except OSError as error:
-            log_file.close()
+            if log_file is not None:
+                log_file.close()
             raise Qwen35Error(
                 f"cannot start the engine ({spec.argv[0]}): {error.strerror or error}",
                 "check that the engine is installed in this environment",
@@ -216,7 +252,19 @@ class Supervisor:
             remaining = deadline - time.monotonic()
             models = probe.poll(timeout_s=max(0.1, min(_PROBE_TIMEOUT_S, remaining)))
             if models is not None:
-                return models
+                # An answer proves only that something serves the port: another server that took
+                # it after the preflight would answer too, while our engine loads or fails to bind.
+                port = urlsplit(spec.base_url).port
+                holder = answered_by_group(port, self.pgid)
+                if holder is None:
+                    return models
+                if not spec.foreign_listener_fatal:
+                    if self.callbacks.on_warning:
+                        self.callbacks.on_warning(f"port {port} is served by {holder}, not by a process the launcher "
+                                                  "started (expected when the engine runs in a container)")
+                    return models
+                self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
+                raise PortAnsweredByAnother(port, holder, self.last_lines(), spec.log_path)
             if probe.rejected_status is not None:
                 self._cleanup(grace_s=min(spec.stop_grace_s, 5.0))
                 raise ApiKeyRejected(probe.rejected_status, probe.phase, bool(spec.api_key),
@@ -250,13 +298,33 @@ class Supervisor:
         return exit_status(process.returncode, self.stop_signal)
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
-        """Send `signum` to the engine's group; SIGKILL it on a second request or after grace."""
-        if self.stop_signal is not None:
-            signum = signal.SIGKILL
+        """Send `signum` to the engine's group; SIGKILL it after the grace period, or on a stop
+        repeated after `stop_repeat_window_s` (a repeat inside the window is the same stop)."""
+        now = time.monotonic()
+        if self.stop_signal is None:
+            self.stop_signal, self._stop_requested_at = signum, now
+        elif now - self._stop_requested_at < self.spec.stop_repeat_window_s:
+            return
         else:
-            self.stop_signal = signum
+            signum = signal.SIGKILL
+            self.killed = True
         if self.process is not None:  # else start() delivers it
             self._deliver(signum)
+
+    def exit_problem(self) -> str | None:
+        """After `wait()`: one line saying what went wrong with the engine, or None for a clean stop."""
+        process = self._started()
+        returncode = process.returncode
+        if returncode is None or exit_status(returncode, self.stop_signal) == 0:
+            return None
+        where = f"see the log at {self.spec.log_path}"
+        if self.killed:
+            return f"the engine did not stop on {_signal_name(self.stop_signal)} and was killed with SIGKILL; {where}"
+        if returncode < 0:
+            cause = " (not by qwen35: the kernel's out-of-memory killer, or a kill -9)" if -returncode == signal.SIGKILL else ""
+            return f"the engine (pid {process.pid}) was killed by {_signal_name(-returncode)}{cause}; {where}"
+        last = next((line.strip() for line in reversed(self.last_lines()) if line.strip()), "")
+        return f"the engine exited with code {returncode}" + (f": {last[:200]}" if last else "") + f"; {where}"
 
     @contextlib.contextmanager
     def forwarding_signals(self) -> Iterator[None]:
@@ -315,7 +383,7 @@ class Supervisor:
             # Any further byte (a second stop that already SIGKILLed, or cleanup) ends the wait.
             woken, _, _ = select.select([wake_read], [], [], self.spec.stop_grace_s)
             if not woken:
-                process_group.signal_group(self.pgid, signal.SIGKILL)
+                self.killed = process_group.signal_group(self.pgid, signal.SIGKILL)
         finally:
             os.close(wake_read)
 
@@ -343,13 +411,41 @@ class Supervisor:
                 f"they may be stuck in the GPU driver; check `ps -g {self.pgid}`",
             )
 
+    def _open_log(self, header: str):
+        """The log file with `header` written, or None (after one warning) when it cannot be written."""
+        path = self.spec.log_path
+        log_file = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log_file = open(path, "a", encoding="utf-8")
+            log_file.write(header + "\n")
+            log_file.flush()
+            return log_file
+        except OSError as error:
+            self._log_failed(error, log_file)
+            return None
+
+    def _log_failed(self, error: OSError, log_file) -> None:
+        if log_file is not None:
+            with contextlib.suppress(OSError):
+                log_file.close()
+        if self.callbacks.on_warning:
+            self.callbacks.on_warning(f"cannot write the engine log {self.spec.log_path} ({error.strerror or error}); "
+                                      "the engine keeps running and its output still shows here; free space or "
+                                      "pass --log-file elsewhere for the next launch")
+
     def _copy_output(self, stream, log_file) -> None:
         on_line, prefix = self.callbacks.on_line, self.spec.log_prefix
-        with log_file, stream:
+        with stream:
             for raw in stream:
                 line = raw.rstrip("\n")
-                log_file.write(line + "\n")
-                log_file.flush()
+                if log_file is not None:
+                    try:
+                        log_file.write(line + "\n")
+                        log_file.flush()
+                    except OSError as error:  # a full disk: keep draining, or the engine blocks
+                        self._log_failed(error, log_file)
+                        log_file = None
                 with self._tail_lock:
                     self._tail.append(line)
                 if on_line is not None:
@@ -359,6 +455,9 @@ class Supervisor:
                         # A broken consumer (closed stderr) must not stop the drain, or the
                         # engine blocks on a full pipe; the log file still gets every line.
                         on_line = None
+        if log_file is not None:
+            with contextlib.suppress(OSError):
+                log_file.close()
 
 
 def _redacted(argv: Sequence[str]) -> list[str]:

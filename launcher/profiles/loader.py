@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from qwen35.launcher.profiles.schema import Profile, allowed_keys, consistency_issues, field_help
+from qwen35.launcher.profiles.schema import Profile, allowed_keys, consistency_issues, field_help, looks_like_path
+from qwen35.launcher.profiles.shipped import shipped_dir
 from qwen35.planner.errors import InputError
 
 BASE_SUFFIX = "-base"  # profiles named *-base.yaml are partial: others extend them
@@ -253,10 +254,20 @@ def is_base(path: Path) -> bool:
 
 
 def load_profile(path: str | Path) -> Profile:
-    """Load, merge (`extends`) and validate a profile file or a plan document's profile section."""
+    """Load, merge (`extends`) and validate a profile file or a plan document's profile section.
+
+    A relative model path is read from the folder of the file that wrote it (as `extends` is),
+    so a profile works from any directory; a shipped profile lives inside the package, so its
+    relative model path is left to the working directory.
+    """
     path = Path(path).expanduser()
     data, marks = _load_chain(path, (path.resolve(),))
-    return validate_data(data, marks, display_path(path))
+    profile = validate_data(data, marks, display_path(path))
+    written_in = Path(marks[("model",)].file).resolve().parent
+    if looks_like_path(profile.model) and not Path(profile.model).expanduser().is_absolute() \
+            and written_in != shipped_dir().resolve():
+        profile = profile.model_copy(update={"model": str(written_in / profile.model)})
+    return profile
 
 
 def check_profile_file(path: str | Path) -> Profile | None:

@@ -8,15 +8,17 @@ a pin that would change a warning or a reason (a context the solver reduced, say
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from qwen35.launcher.cpu_plan import CPU_TARGET, plan_cpu
 from qwen35.launcher.profiles.loader import PLAN_SECTION
-from qwen35.launcher.profiles.schema import PROFILE_VERSION, Profile
-from qwen35.planner.errors import Qwen35Error
+from qwen35.launcher.profiles.schema import PROFILE_VERSION, Profile, looks_like_path
+from qwen35.planner.errors import InputError, Qwen35Error
 from qwen35.planner.plan import EngineCommand, Plan, PlanRequest
 
 EXTRA_ARGS, EXTRA_ENV = "extra_args", "extra_env"  # engine_settings keys, present when set
+PORT_RANGE = (1, 65535)  # 0 ("any free port") would leave launch no address to probe
 
 
 def to_plan_request(profile: Profile, gpu_memory_bytes: int | None = None) -> PlanRequest:
@@ -90,12 +92,27 @@ def plan_request(request: PlanRequest, extra_args: Sequence[str] = (),
     from qwen35.planner.models.registry import resolve_model
     from qwen35.planner.solver import solve
 
+    check_request_inputs(request)
     resolved = resolve_model(request.model)
     if request.gpu == CPU_TARGET:
         plan = plan_cpu(request, resolved)
     else:
         plan = solve(request, lookup_gpu(request.gpu), resolved)
     return apply_extras(plan, extra_args, env)
+
+
+def check_request_inputs(request: PlanRequest) -> None:
+    """InputError for what the planner would carry into commands unchecked: the port, a missing model folder."""
+    low, high = PORT_RANGE
+    if not low <= request.port <= high:
+        raise InputError(f"--port {request.port} is not a TCP port (expected {low} to {high})",
+                         "choose a free port such as --port 30000 (serving.port in a profile)")
+    folder = Path(request.model).expanduser()
+    if looks_like_path(request.model) and not folder.is_dir():
+        looked = "" if folder.is_absolute() else f" (looked for {folder.absolute()})"
+        raise InputError(f"model folder {request.model} does not exist{looked}",
+                         "pass a checkpoint folder holding config.json; a relative path in a profile is read "
+                         "from the profile file's folder, in a shipped profile from the working directory")
 
 
 def plan_profile(profile: Profile, gpu_memory_bytes: int | None = None) -> Plan:

@@ -109,6 +109,9 @@ def main() -> int:
     parser.add_argument("--reject-status", type=int, choices=(401, 403), default=401)
     parser.add_argument("--key-guards-health", action="store_true")
     parser.add_argument("--stop-child-on-exit", action="store_true")
+    parser.add_argument("--startup-log", default="", help="a file of start-up lines to print while loading")
+    parser.add_argument("--shutdown-s", type=float, default=0.0,
+                        help="seconds a clean shutdown takes after the stop signal (more signals meanwhile are ignored)")
     args = parser.parse_args()
 
     log(f"starting pid={os.getpid()} pgid={os.getpgid(0)} mode={args.mode}")
@@ -127,6 +130,10 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signum, signal.SIG_IGN if args.ignore_sigterm else stop.on_signal)
 
     log("loading weights")
+    if args.startup_log:
+        with open(args.startup_log, encoding="utf-8") as lines:
+            for line in lines:
+                log(line.rstrip("\n"))
     if args.mode == "crash":
         stop.wait(args.ready_after_s)
         log("RuntimeError: CUDA out of memory (pretend)")
@@ -153,7 +160,8 @@ def serve(args: argparse.Namespace) -> int:
         return CRASH_AFTER_READY_CODE
     stop.wait()
     server.shutdown()
-    log("bye")
+    time.sleep(args.shutdown_s)
+    log(f"bye after {len(stop.received)} stop signal(s)")
     return 0
 
 

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from qwen35.launcher import launch
 from qwen35.launcher.profiles import load_profile, plan_profile, plan_request, shipped_path, to_plan_request
@@ -34,15 +35,23 @@ FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 QWEN35 = [sys.executable, "-m", "qwen35.launcher.cli"]
 API_KEY = "sk-test-not-printed-4242"
 SHIM = """
-import argparse, os, sys
+import argparse, json, os, sys
+import yaml
+# What launch passed, for the tests to read: a key must never be among it.
+if os.environ.get("FAKE_ENGINE_ARGV_FILE"):
+    with open(os.environ["FAKE_ENGINE_ARGV_FILE"], "w") as record:
+        json.dump(sys.argv, record)
 parser = argparse.ArgumentParser()
-for flag in ("--host", "--port", "--served-model-name", "--api-key"):
+for flag in ("--host", "--port", "--served-model-name", "--config"):
     parser.add_argument(flag, default="")
 known, _ = parser.parse_known_args()
+# SGLang reads flags from its --config YAML; the key reaches the stand-in through its environment.
+key = yaml.safe_load(open(known.config))["api-key"] if known.config else ""
 # FAKE_ENGINE_SWAP_KEY: the engine starts with another key than the one launch passed.
-key = os.environ.get("FAKE_ENGINE_SWAP_KEY") or known.api_key
+os.environ["FAKE_ENGINE_API_KEY"] = os.environ.get("FAKE_ENGINE_SWAP_KEY") or key
 os.execv(sys.executable, [sys.executable, {fake!r}, "--host", known.host, "--port", known.port,
-                          "--model", known.served_model_name, "--api-key", key,
+                          "--model", known.served_model_name,
+                          "--startup-log", os.environ.get("FAKE_ENGINE_STARTUP_LOG", ""),
                           "--mode", os.environ.get("FAKE_ENGINE_MODE", "ready")])
 """
 
@@ -175,11 +184,81 @@ def test_ready_serves_prints_endpoint_and_stops_on_sigint(setup, launches):
     assert group_gone(run.engine_pgid())
 
 
+def test_the_api_key_never_reaches_the_engines_command_line(setup, launches):
+    # /proc/PID/cmdline is readable by every local user; the environment and a 0600 file are not.
+    argv_file = setup["tmp"] / "argv.json"
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
+                   {**setup["env"], "FAKE_ENGINE_ARGV_FILE": str(argv_file)})
+    run.wait_for_output("is ready at")
+    argv = json.loads(argv_file.read_text())
+    assert API_KEY not in " ".join(argv) and "--api-key" not in argv
+    key_file = Path(argv[argv.index("--config") + 1])
+    assert not key_file.exists()  # read at start-up, removed once the engine is ready
+    assert get(f"http://127.0.0.1:{setup['port']}/v1/models", API_KEY) == 200
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+
+
+@pytest.mark.parametrize("engine, variable", [("vllm", "VLLM_API_KEY"), ("bundled", "QWEN35_API_KEY")])
+def test_vllm_and_the_bundled_runtime_get_the_key_in_their_environment(engine, variable):
+    with launch.ApiKeyHandoff(engine, API_KEY) as handoff:
+        assert handoff.args == [] and handoff.env == {variable: API_KEY}
+
+
+def test_sglang_gets_the_key_in_a_private_config_file_that_goes_away():
+    with launch.ApiKeyHandoff("sglang", 'k"ey: with # odd characters') as handoff:
+        flag, path = handoff.args
+        path = Path(path)
+        assert flag == "--config" and handoff.env == {}
+        assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+        assert yaml.safe_load(path.read_text()) == {"api-key": 'k"ey: with # odd characters'}
+    assert not path.parent.exists()
+    with pytest.raises(InputError, match="--config"):
+        launch.ApiKeyHandoff("sglang", API_KEY, ["python3", "--config", "mine.yaml"])
+
+
 def test_engine_exit_after_ready_is_our_exit_code(setup, launches):
     run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
                    {**setup["env"], "FAKE_ENGINE_MODE": "crash-after-ready"})
     assert run.finish() == 5  # the stand-in's CRASH_AFTER_READY_CODE
     assert "is ready at" in "".join(run.out)
+    assert group_gone(run.engine_pgid())
+
+
+def test_engine_exit_after_ready_is_said_in_one_line(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])],
+                   {**setup["env"], "FAKE_ENGINE_MODE": "crash-after-ready"})
+    assert run.finish() == 5
+    last = "".join(run.err).strip().splitlines()[-1]
+    assert last == f"error: the engine exited with code 5: fake-engine: fatal: scheduler died (pretend); " \
+                   f"see the log at {setup['log']}"
+
+
+def test_an_engine_killed_by_sigkill_is_reported_in_one_line(setup, launches):
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])], setup["env"])
+    run.wait_for_output("is ready at")
+    engine = run.engine_pgid()  # the engine leads its group: the pid is the group id
+    os.kill(engine, signal.SIGKILL)
+    assert run.finish() == 128 + signal.SIGKILL
+    err = "".join(run.err)
+    assert err.strip().splitlines()[-1] == (
+        f"error: the engine (pid {engine}) was killed by SIGKILL (not by qwen35: the kernel's out-of-memory "
+        f"killer, or a kill -9); see the log at {setup['log']}")
+    assert err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_a_log_file_that_cannot_be_written_is_one_warning_and_the_engine_stays_supervised(setup, launches):
+    # /dev/full fails every write with ENOSPC: a full disk.
+    run = launches(["--profile", str(setup["profile"]), "--log-file", "/dev/full"], setup["env"])
+    run.wait_for_output("is ready at")
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    err = "".join(run.err)
+    warnings = [line for line in err.splitlines() if line.startswith("warning: cannot write the engine log")]
+    assert warnings == ["warning: cannot write the engine log /dev/full (No space left on device); the engine "
+                        "keeps running and its output still shows here; free space or pass --log-file "
+                        "elsewhere for the next launch"]
+    assert "Traceback" not in err and "fake-engine: received SIGTERM" in err  # still streamed
     assert group_gone(run.engine_pgid())
 
 
@@ -329,3 +408,70 @@ def test_gpu_preflight_compares_the_detected_gpus_with_the_plan(monkeypatch, fou
     dry = {check.name: check for check in launch.run_preflight(plan, plan.commands[0], dry_run=True,
                                                                named_target=True, env={})}
     assert dry["gpus"].status == "skipped"  # a named target may be another machine
+
+
+def startup_log(setup, scale_kv: float = 1.0) -> Path:
+    """SGLang 0.5.23's start-up lines (tests/launcher/startup_logs) carrying this plan's own figures."""
+    plan = plan_profile(load_profile(setup["profile"]))
+    text = (Path(__file__).with_name("startup_logs") / "sglang-0.5.23.log").read_text()
+    text = (text.replace("max_total_num_tokens=845651", f"max_total_num_tokens={int(plan.memory['kv_tokens'] * scale_kv)}")
+            .replace("max_mamba_cache_size: 483", f"max_mamba_cache_size: {plan.memory['state_slots']}")
+            .replace("max_running_requests=96", f"max_running_requests={plan.max_running_requests}")
+            .replace("context_len=262144", f"context_len={plan.context_length}")
+            .replace("'mem_fraction_static': 0.835", f"'mem_fraction_static': {plan.mem_fraction_static}"))
+    path = setup["tmp"] / "startup.log"
+    path.write_text(text)
+    return path
+
+
+def test_ready_shows_the_engines_figures_beside_the_plans(setup, launches):
+    env = {**setup["env"], "FAKE_ENGINE_STARTUP_LOG": str(startup_log(setup))}
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])], env)
+    run.wait_for_output("curl ")  # the snippets come after the check
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    err = "".join(run.err)
+    table = err[err.index("sglang at start-up vs the plan"):err.index("time to ready:")]
+    for label in ("KV tokens", "state slots", "running requests", "context length", "memory fraction"):
+        assert re.search(rf"{label} +(\S+) +\1 +\+0\.0%", table), (label, table)
+    assert re.search(r"time to ready: weights loaded [\d.]+ s, graphs captured [\d.]+ s, serving [\d.]+ s", err)
+    assert "warning: KV tokens" not in err
+
+
+def test_an_engine_below_the_plan_warns_and_strict_plan_stops_it_cleanly(setup, launches):
+    env = {**setup["env"], "FAKE_ENGINE_STARTUP_LOG": str(startup_log(setup, scale_kv=0.8))}
+    warned = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"])], env)
+    warned.wait_for_output("curl ")
+    warned.process.send_signal(signal.SIGTERM)
+    assert warned.finish() == 0
+    assert re.search(r"warning: KV tokens: the engine has \d+, the plan \d+ \(-20\.0%\): SGLang found less free GPU "
+                     r"memory", "".join(warned.err))
+
+    strict = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--strict-plan"], env)
+    assert strict.finish() == 1
+    err = "".join(strict.err)
+    assert re.search(r"error: sglang came up below the plan: KV tokens \d+ against \d+ planned \(-20\.0%, tolerance 5%\); "
+                     r"stopping it \(--strict-plan\)", err)
+    assert "fake-engine: received SIGTERM, shutting down" in err and "curl " not in "".join(strict.out)
+    assert group_gone(strict.engine_pgid())
+    lenient = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--strict-plan",
+                        "--plan-tolerance", "25"], env)
+    lenient.wait_for_output("curl ")
+    lenient.process.send_signal(signal.SIGTERM)
+    assert lenient.finish() == 0
+
+
+def test_json_launch_prints_the_ready_and_plan_check_events(setup, launches):
+    env = {**setup["env"], "FAKE_ENGINE_STARTUP_LOG": str(startup_log(setup, scale_kv=0.8))}
+    run = launches(["--profile", str(setup["profile"]), "--log-file", str(setup["log"]), "--json"], env)
+    run.wait_for_output('"event": "plan_check"')
+    run.process.send_signal(signal.SIGTERM)
+    assert run.finish() == 0
+    events = [json.loads(line) for line in run.out]
+    assert [event["event"] for event in events] == ["ready", "plan_check"]
+    assert events[0]["url"] == f"http://127.0.0.1:{setup['port']}/v1" and events[0]["model"] == "tiny"
+    check = events[1]
+    assert check["below_plan"] == ["kv_tokens"] and check["tolerance"] == 0.05
+    kv = next(row for row in check["figures"] if row["figure"] == "kv_tokens")
+    assert kv["off"] and round(kv["difference"], 3) == -0.2 and "--mem-fraction-static" in kv["hint"]
+    assert {"weights loaded", "graphs captured", "serving"} <= set(check["phases_s"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from qwen35.launcher import launch
 
 QWEN35 = [sys.executable, "-m", "qwen35.launcher.cli"]
 
@@ -68,6 +71,16 @@ def test_demo_profile_serves_the_openai_client_and_stops_cleanly_on_sigterm(tmp_
         reply = client.chat.completions.create(model="demo-model", max_tokens=4, temperature=0,
                                                messages=[{"role": "user", "content": "Hello"}])
         assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
+        # The printed examples, run as printed: each asks for a bounded answer, so on the CPU demo
+        # they come back in seconds rather than running to the 8192-token context.
+        out = "".join(out_lines)
+        snippet = out[out.index("# pip install openai"):]
+        started = time.monotonic()
+        example = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120)
+        assert example.returncode == 0, example.stderr
+        assert time.monotonic() - started < 60
+        body = json.loads(re.search(r"-d '(.*)'", out).group(1))
+        assert body["max_tokens"] == launch.CPU_EXAMPLE_MAX_TOKENS and body["model"] == "demo-model"
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=60)
         for reader in readers:
@@ -79,6 +92,11 @@ def test_demo_profile_serves_the_openai_client_and_stops_cleanly_on_sigterm(tmp_
     out, err = "".join(out_lines), "".join(err_lines)
     assert launcher.returncode == 0, err
     assert f"127.0.0.1:{port}/v1" in out  # the endpoint and the ready-to-paste snippets
+    # The bundled runtime's own start-up figures beside the plan's (the CPU plan states no pools).
+    table = err[err.index("bundled at start-up vs the plan"):err.index("time to ready:")]
+    assert re.search(r"running requests +4 +4 +\+0\.0%", table) and re.search(r"context length +8192 +8192 +\+0\.0%", table)
+    assert re.search(r"KV tokens +not stated +32768", table) and re.search(r"state slots +not stated +4", table)
+    assert re.search(r"time to ready: weights loaded [\d.]+ s, serving [\d.]+ s", err)
     assert processes_mentioning(f"--port {port}") == []
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -9,6 +9,7 @@ import sys
 import yaml
 
 from qwen35.launcher.profiles import shipped_names
+from qwen35.planner.models.registry import registry_config_json
 
 QWEN35 = [sys.executable, "-m", "qwen35.launcher.cli"]
 
@@ -73,3 +74,24 @@ def test_plan_with_a_bad_profile_is_one_located_error_line(tmp_path):
     assert done.stderr.strip() == "error: bad.yaml:5:3: serving.port: expected an integer, got 'abc'"
     missing = run("plan", "--profile", "no-such-profile")
     assert missing.returncode == 2 and "shipped profiles: " in missing.stderr
+
+
+def test_a_relative_model_path_is_read_from_the_profile_files_folder(tmp_path):
+    folder = tmp_path / "deploy"
+    (folder / "ckpt").mkdir(parents=True)
+    (folder / "ckpt" / "config.json").write_text(json.dumps(registry_config_json("Qwen3.5-0.8B")))
+    (folder / "demo.yaml").write_text("version: 1\nmodel: ./ckpt\nhardware: {gpu: cpu, count: 1}\n"
+                                      "engine: {name: bundled}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run("plan", "--profile", str(folder / "demo.yaml"), "--json", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["commands"][0]["argv"][3] == str(folder / "ckpt")
+
+
+def test_a_missing_model_folder_says_where_it_looked_and_how_paths_are_read(tmp_path):
+    done = run("plan", "--profile", "qwen35-demo-cpu", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"model folder ./demo-model does not exist (looked for {tmp_path / 'demo-model'})" in done.stderr
+    assert "read from the profile file's folder" in done.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from qwen35.launcher.supervise import (
     EngineCallbacks,
     EngineCrashed,
     EngineProcess,
+    PortAnsweredByAnother,
     ReadinessTimeout,
     Supervisor,
     exit_status,
@@ -90,6 +92,7 @@ def test_ready_path_streams_prefixed_lines_and_stops_cleanly(tmp_path):
         wait_for(lambda: any("child pid=" in line for line in recorder.lines))
         child = recorder.child_pid()
         assert supervisor.stop() == 0
+        assert supervisor.exit_problem() is None
     assert_gone(supervisor.pgid, child)
 
     assert all(line.startswith(PREFIX) for line in recorder.lines)
@@ -206,6 +209,8 @@ def test_stop_request_escalates_to_sigkill_after_grace(tmp_path):
         started = time.monotonic()
         assert supervisor.wait() == 128 + signal.SIGKILL
         assert 0.5 <= time.monotonic() - started < 5.0
+        assert supervisor.exit_problem() == ("the engine did not stop on SIGTERM and was killed with SIGKILL; "
+                                             f"see the log at {spec.log_path}")
     assert_gone(supervisor.pgid, recorder.child_pid())
 
 
@@ -279,3 +284,48 @@ def test_a_failing_line_callback_does_not_stall_the_engine(tmp_path):
     assert "fake-engine: ready to serve" in spec.log_path.read_text()
     child = int(re.search(r"child pid=(\d+)", spec.log_path.read_text()).group(1))
     assert_gone(supervisor.pgid, child)
+
+
+def test_a_ready_answer_from_another_server_on_the_port_is_refused(tmp_path):
+    # Something else took the port after the preflight and answers like an engine, while ours
+    # (here: one that hangs on another port) is still loading.
+    impostor_port = free_port()
+    impostor = subprocess.Popen([sys.executable, str(FAKE_ENGINE), "--port", str(impostor_port)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert "starting pid=" in impostor.stdout.readline()
+        spec = make_spec(tmp_path, "--mode", "hang", base_url=local_base_url("127.0.0.1", impostor_port))
+        with Supervisor(spec) as supervisor:
+            supervisor.start()
+            with pytest.raises(PortAnsweredByAnother) as caught:
+                supervisor.wait_ready()
+            assert supervisor.process.poll() is not None  # our engine was stopped
+        message = caught.value.one_line()
+        assert message.startswith(f"port {impostor_port} is answered by pid {impostor.pid} (")
+        assert "not by the engine this launch started" in message and caught.value.exit_code == 2
+        assert impostor.poll() is None  # theirs is left alone
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_a_foreign_listener_is_only_a_warning_where_the_engine_may_run_in_a_container(tmp_path):
+    impostor_port = free_port()
+    impostor = subprocess.Popen([sys.executable, str(FAKE_ENGINE), "--port", str(impostor_port)],
+                                stdout=subprocess.PIPE, text=True)
+    warnings: list[str] = []
+    try:
+        assert "starting pid=" in impostor.stdout.readline()
+        spec = make_spec(tmp_path, "--mode", "hang", base_url=local_base_url("127.0.0.1", impostor_port),
+                         foreign_listener_fatal=False)
+        with Supervisor(spec, EngineCallbacks(on_warning=warnings.append)) as supervisor:
+            supervisor.start()
+            assert supervisor.wait_ready() == ["fake-model"]
+            supervisor.stop()
+        assert len(warnings) == 1
+        assert warnings[0].startswith(f"port {impostor_port} is served by pid {impostor.pid} ({sys.executable} ")
+        assert warnings[0].endswith("), not by a process the launcher started (expected when the engine runs in a "
+                                    "container)")
+    finally:
+        impostor.kill()
+        impostor.wait()

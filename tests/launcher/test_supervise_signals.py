@@ -39,7 +39,8 @@ DRIVER = textwrap.dedent(
     spec = EngineProcess(
         argv=[sys.executable, {engine!r}, "--port", port, *engine_args],
         log_path=Path(log_path), log_prefix="[fake] ", base_url=f"http://127.0.0.1:{{port}}",
-        ready_timeout_s=10, poll_interval_s=0.05, stop_grace_s=2,
+        ready_timeout_s=10, poll_interval_s=0.05, stop_grace_s=float(os.environ.get("DRIVER_GRACE_S", "2")),
+        stop_repeat_window_s=float(os.environ.get("DRIVER_REPEAT_WINDOW_S", "2")),
     )
     lock = threading.Lock()  # on_line runs on the log reader thread
 
@@ -60,8 +61,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_driver(tmp_path: Path, *engine_args: str, nohup: bool = False) -> tuple[subprocess.Popen, queue.Queue]:
-    env = {**os.environ, "DRIVER_NOHUP": "1"} if nohup else None
+def run_driver(tmp_path: Path, *engine_args: str, nohup: bool = False,
+               **settings: str) -> tuple[subprocess.Popen, queue.Queue]:
+    env = {**os.environ, **({"DRIVER_NOHUP": "1"} if nohup else {}),
+           **{f"DRIVER_{name.upper()}": value for name, value in settings.items()}}
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(free_port()), str(tmp_path / "engine.log"), *engine_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -178,5 +181,41 @@ def test_engine_stops_when_the_launcher_is_killed_outright(tmp_path):
         driver.wait()
         # The kernel SIGTERMs the engine, which stops its own worker on the way out.
         assert wait_for(lambda: is_dead(pgid) and is_dead(child), timeout_s=10), "engine outlived its launcher"
+    finally:
+        stop_driver(driver, pgid)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda signum: signum.name)
+def test_the_same_stop_delivered_twice_is_one_clean_stop(tmp_path, signum):
+    # What a kill of make's process group does (the launcher hears it, then make passes it on),
+    # and a double Ctrl-C: the engine still shuts down on its own, and the exit code says so.
+    driver, lines = run_driver(tmp_path, "--spawn-child", "--stop-child-on-exit", "--shutdown-s", "0.5")
+    pgid = None
+    try:
+        pgid = int(read_until(lines, r"pgid=(\d+)").group(1))
+        read_until(lines, r"driver: ready \['fake-model'\]")
+        driver.send_signal(signum)
+        driver.send_signal(signum)
+        assert driver.wait(timeout=10) == 0
+        read_until(lines, r"fake-engine: bye after \d stop signal", timeout_s=1)
+        assert_gone(pgid)
+    finally:
+        stop_driver(driver, pgid)
+
+
+def test_a_stop_repeated_after_the_window_kills_without_waiting_out_the_grace(tmp_path):
+    driver, lines = run_driver(tmp_path, "--shutdown-s", "60", repeat_window_s="0.2", grace_s="30")
+    pgid = None
+    try:
+        pgid = int(read_until(lines, r"pgid=(\d+)").group(1))
+        read_until(lines, r"driver: ready \['fake-model'\]")
+        sent = time.monotonic()
+        driver.send_signal(signal.SIGTERM)
+        read_until(lines, r"received SIGTERM, shutting down")
+        assert wait_for(lambda: time.monotonic() - sent > 0.3, timeout_s=1)
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=20) == 128 + signal.SIGKILL
+        assert time.monotonic() - sent < 15  # well inside the 30 s grace
+        assert_gone(pgid)
     finally:
         stop_driver(driver, pgid)
