@@ -307,7 +307,7 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
         model_path=plan.model_path, served_model_name=request.served_model_name or resolved.name,
         host=request.host, port=request.port, tp=choice.tp, ep=choice.ep, dp=dp, nodes=nodes,
         gpus_per_node=request.gpus_per_node, context_length=sizing.context_length,
-        max_running_requests=plan.max_running_requests if engine == "sglang" else sizing.max_running,
+        max_running_requests=sizing.max_running,
         mem_fraction=sizing.mem_fraction, precision=precision, vendor=gpu.vendor, arch=gpu.arch,
         page_size=page_size, mamba_strategy=strategy, disable_radix_cache=disable_radix,
         mamba_ssm_dtype=request.mamba_ssm_dtype, speculative_tokens=spec_tokens,

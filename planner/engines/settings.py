@@ -18,6 +18,8 @@ class ServeSettings:
     nodes: int
     gpus_per_node: int
     context_length: int
+    # Per data-parallel replica: without dp-attention SGLang hands every replica the same server
+    # args (and vLLM every engine core its own max_num_seqs), so the flag is never a total.
     max_running_requests: int
     mem_fraction: float
     precision: str
