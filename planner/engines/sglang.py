@@ -78,6 +78,11 @@ def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], 
     ]
     if settings.disable_radix_cache:
         base.append("--disable-radix-cache")
+    elif settings.mamba_strategy == "no_buffer":
+        # With the mamba radix cache on, no_buffer cannot run under the overlap scheduler: 0.5.19 to 0.5.23 (read in their
+        # sources) refuse to start ("no_buffer do not support overlap schedule"); 0.5.13 turns
+        # it off themselves.
+        base.append("--disable-overlap-schedule")
     if settings.mamba_ssm_dtype != "fp32":
         base += ["--mamba-ssm-dtype", {"bf16": "bfloat16", "fp16": "float16"}[settings.mamba_ssm_dtype]]
     base += ["--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder"]

@@ -44,3 +44,18 @@ def test_amd_replica_state_pool_fits_the_gpu():
     memory = plan.memory
     state_bytes = int(flag(plan, "--max-running-requests")) * memory["state_bytes_per_request_per_gpu"]
     assert state_bytes + memory["weights_per_gpu_bytes"] < memory["static_bytes"]
+
+
+def test_no_buffer_with_the_radix_cache_turns_the_overlap_scheduler_off():
+    plan = plan_for("Qwen3.5-9B", "H100:1", mamba_strategy="no_buffer")
+    argv = plan.commands[0].argv
+    assert flag(plan, "--mamba-radix-cache-strategy") == "no_buffer"
+    assert "--disable-radix-cache" not in argv
+    assert "--disable-overlap-schedule" in argv
+
+
+@pytest.mark.parametrize("gpu_target", ["H100:1", "MI300X:1"])
+def test_overlap_scheduler_stays_on_where_no_buffer_is_not_under_the_radix_cache(gpu_target):
+    # extra_buffer runs with overlap; on AMD no_buffer comes with the radix cache off, which the check skips.
+    plan = plan_for("Qwen3.5-9B", gpu_target)
+    assert "--disable-overlap-schedule" not in plan.commands[0].argv
