@@ -20,8 +20,7 @@ CONTEXT_STEPS = (262144, 196608, 131072)
 THINKING_MIN_CONTEXT = 131072
 MAX_AUTO_NODES = 4
 LARGE_CHECKPOINT_BYTES = 100 * 10**9
-SPECULATIVE_TOKENS = {"sglang": 4, "vllm": 2, "bundled": 2}
-SGLANG_SPEC_RUNNING_CAP = 48
+SPECULATIVE_TOKENS = {"sglang": sglang.SPECULATIVE_TOKENS, "vllm": 2, "bundled": 2}
 # Engines without SGLang's explicit reserve formula: what their non-KV working set needs
 # (activations of one prefill chunk, CUDA graphs, communication buffers), an estimate.
 UTILIZATION = {"vllm": 0.90, "bundled": 0.90}
@@ -42,6 +41,7 @@ class Sizing:
     figures: list[Figure]
     memory: dict[str, float]
     shortfall: str
+    binding: str  # which limit sets the running requests: KV tokens, state slots, or the value asked for
 
 
 def model_path(resolved: ResolvedModel, precision: str) -> str:
@@ -101,14 +101,6 @@ def validate_request(request: PlanRequest, resolved: ResolvedModel) -> None:
                              f"use at most --context-length {maximum}")
 
 
-def _slots_per_request(engine: str, mamba_strategy: str, disable_radix: bool) -> int:
-    # SGLang: 3 slots per running request with the mamba radix cache, 2 more for extra_buffer's
-    # ping-pong buffers under the overlap scheduler, 1 without the radix cache.
-    if engine != "sglang" or disable_radix:
-        return 1
-    return 5 if mamba_strategy == "extra_buffer" else 3
-
-
 def _mamba_choice(request: PlanRequest, gpu: GpuModel) -> tuple[str, int, bool, list[str]]:
     """Mamba strategy, page size and radix-cache switch under SGLang's rules (facts §5)."""
     reasons = []
@@ -130,7 +122,7 @@ def _mamba_choice(request: PlanRequest, gpu: GpuModel) -> tuple[str, int, bool, 
 
 
 def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary: memory.WeightSummary, choice: TpChoice,
-          context: int, mamba: tuple[str, int, bool, list[str]], spec_tokens: int) -> Sizing:
+          context: int, mamba: tuple[str, int, bool, list[str]], spec_tokens: int, version: str) -> Sizing:
     """Memory arithmetic for one candidate: does `context` fit with at least the requests asked for?"""
     text = resolved.config.text
     engine = request.engine
@@ -141,32 +133,19 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
     extra_kv_layers = text.mtp_num_hidden_layers if spec_tokens else 0
     kv_token = memory.kv_bytes_per_token(text, choice.tp, kv_dtype, extra_kv_layers)
     state = memory.state_bytes_per_slot(text, choice.tp, request.mamba_ssm_dtype)
-    strategy, _, disable_radix, _ = mamba
-    per_request = _slots_per_request(engine, strategy, disable_radix)
+    strategy, page_size, disable_radix, _ = mamba
+    per_request = 1
     figures = [weights, kv_token, state]
+    binding = ""
     if engine == "sglang":
-        fraction_figure = memory.sglang_mem_fraction(gpu_bytes, choice.tp)
-        fraction = fraction_figure.value
-        effective = fraction * (0.85 if gpu.vendor == "amd" and context > 8192 else 1.0)
-        static = gpu_bytes * effective
-        figures.append(fraction_figure)
-        figures.append(Figure("static_bytes", static, "bytes",
-                              f"{human_bytes(gpu_bytes)} x {fraction}"
-                              + (" x 0.85 (SGLang scales the fraction for aiter above 8K context)" if effective != fraction else "")
-                              + f" = {human_bytes(static)}"))
-        cap = request.max_running_requests or (SGLANG_SPEC_RUNNING_CAP if spec_tokens else None)
-        pools = memory.sglang_pools(static, weights.value, state.value, kv_token.value,
-                                    draft_tokens=spec_tokens, slots_per_request=per_request,
-                                    max_running_requests=cap)
-        kv_tokens, slots = pools.kv_tokens.value, pools.state_slots.value
-        figures += [pools.budget, pools.state_slots, pools.kv_tokens]
-        if pools.spec_intermediate:
-            figures.append(pools.spec_intermediate)
-        running_fig = memory.sglang_max_running(max(kv_tokens, 0), context, slots, per_request) if kv_tokens > 0 else \
-            Figure("max_running_requests", 0, "requests", "no KV memory")
-        running = running_fig.value
-        if cap:
-            running = min(running, cap)
+        pools = sglang.size(
+            gpu_bytes=gpu_bytes, vendor=gpu.vendor, nodes=max(1, math.ceil(choice.tp / request.gpus_per_node)),
+            version=version, tp=choice.tp, context=context, weights_bytes=weights.value,
+            kv_per_token=kv_token.value, state_per_slot=state.value, page_size=page_size, mamba_strategy=strategy,
+            disable_radix_cache=disable_radix, draft_tokens=spec_tokens, requested_running=request.max_running_requests)
+        fraction, static, per_request = pools.mem_fraction, pools.static_bytes, pools.slots_per_request
+        kv_tokens, slots, running, binding = pools.kv_tokens, pools.state_slots, pools.max_running, pools.binding
+        figures += pools.figures
     else:
         fraction = UTILIZATION[engine]
         static = gpu_bytes * fraction - WORKING_SET_BYTES[engine]
@@ -180,10 +159,12 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
         slots_fig, tokens_fig = memory.slot_pools(rest, state.value, kv_token.value, wanted, context)
         slots, kv_tokens = slots_fig.value, tokens_fig.value
         running = slots
+        binding = "state slots" if slots < wanted else ("the requested value" if request.max_running_requests
+                                                         else f"{engine}'s default of {wanted}")
         figures += [slots_fig, tokens_fig]
         running_fig = Figure("max_running_requests", running, "requests",
                              f"one state slot per running sequence = {running}")
-    figures.append(running_fig)
+        figures.append(running_fig)
     full = memory.full_context_requests(max(kv_tokens, 0), context, slots, per_request)
     figures.append(full)
     shortfall = ""
@@ -205,7 +186,7 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
         "kv_tokens": kv_tokens,
         "state_slots": slots,
     }
-    return Sizing(not shortfall, context, running, full.value, fraction, figures, mem, shortfall)
+    return Sizing(not shortfall, context, running, full.value, fraction, figures, mem, shortfall, binding)
 
 
 def _contexts(request: PlanRequest) -> tuple[int, ...]:
@@ -222,12 +203,12 @@ def _max_gpus(request: PlanRequest) -> int:
     return request.gpus_per_node * (request.nodes or MAX_AUTO_NODES)
 
 
-def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens):
+def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version):
     """First (tp, context) that fits, scanning TP ascending and context descending; plus every miss."""
     misses = []
     for choice in choices:
         for context in _contexts(request):
-            sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens)
+            sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens, version)
             if sizing.fits:
                 return choice, sizing, misses
             misses.append((choice, sizing))
@@ -270,7 +251,7 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
     choices, skipped = tp_choices(text, precision, _max_gpus(request), request.gpus_per_node)
     documented = documented_tp(resolved.name, gpu.key, precision) if engine == "sglang" else None
     if documented:
-        memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
+        memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
         choices = [c for c in choices if c.tp >= documented]
         if memory_choice and memory_choice.tp < documented:
             plan.reasons.append(
@@ -278,7 +259,7 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
                 f"{precision.upper()}; memory alone would allow tp {memory_choice.tp}")
         else:
             plan.reasons.append(f"tp {documented}: matches the deployment guide for {resolved.name} on {gpu.key} at {precision.upper()}")
-    choice, sizing, misses = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
+    choice, sizing, misses = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
     if choice is None:
         return _no_fit(plan, request, resolved, gpu, precision, misses, skipped)
 
@@ -331,6 +312,8 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
             plan.warnings.append(f"this plan needs {nodes} nodes; pass --nodes {nodes} to confirm")
     if dp > 1:
         plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
+    per_replica = " per replica" if dp > 1 else ""
+    plan.reasons.append(f"{sizing.max_running} running requests{per_replica}: bound by {sizing.binding}")
     if request.context_length is None and sizing.context_length < CONTEXT_STEPS[0]:
         plan.warnings.append(f"context reduced from {CONTEXT_STEPS[0]} to {sizing.context_length} to fit memory")
     if sizing.context_length < THINKING_MIN_CONTEXT:

@@ -34,3 +34,17 @@ class ServeSettings:
     allreduce_fusion: bool
     dist_init_addr: str | None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """One replica's pools on one GPU as the engine will size them, and which limit binds the requests."""
+
+    static_bytes: float               # what the engine may hold: weights + KV + state
+    mem_fraction: float               # the fraction the command passes
+    kv_tokens: int
+    state_slots: int
+    slots_per_request: int
+    max_running: int                  # per replica, as the command passes it
+    binding: str                      # "KV tokens", "state slots" or "the requested value"
+    figures: list = field(default_factory=list)

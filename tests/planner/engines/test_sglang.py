@@ -1,6 +1,7 @@
 """The SGLang command carries what each replica's own start-up sizing reads."""
 import pytest
 
+from qwen35.planner.engines import sglang
 from qwen35.planner.hardware.catalog import lookup_gpu
 from qwen35.planner.models.registry import resolve_model
 from qwen35.planner.plan import PlanRequest
@@ -59,3 +60,56 @@ def test_overlap_scheduler_stays_on_where_no_buffer_is_not_under_the_radix_cache
     # extra_buffer runs with overlap; on AMD no_buffer comes with the radix cache off, which the check skips.
     plan = plan_for("Qwen3.5-9B", gpu_target)
     assert "--disable-overlap-schedule" not in plan.commands[0].argv
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def test_mem_fraction_for_h100_and_h200():
+    h100 = 81559 << 20
+    # reserved = 512 + 1.5 x 8192 + 8/8 x 1024 + 2 x 256 = 14336 MiB
+    assert sglang.mem_fraction(h100, tp=8).value == round((81559 - 14336) / 81559, 3)
+    h200 = 143771 << 20
+    assert sglang.mem_fraction(h200, tp=4).value == round((143771 - (512 + 12288 + 512 + 512)) / 143771, 3)
+    # Small GPUs: the 10 GiB floor only applies above 60 GB.
+    assert sglang.defaults(23034 << 20) == (2048, 24)
+
+
+def pools(**overrides):
+    arguments = dict(gpu_bytes=80 * GIB, vendor="nvidia", nodes=1, version="0.5.23", tp=1, context=262144,
+                     weights_bytes=40 * GIB, kv_per_token=15360, state_per_slot=24 * MIB, page_size=64,
+                     mamba_strategy="extra_buffer", disable_radix_cache=False, draft_tokens=0, requested_running=None)
+    return sglang.size(**{**arguments, **overrides})
+
+
+def test_pools_split_what_the_weights_leave_by_the_mamba_ratio_with_a_padding_slot():
+    sized = pools()
+    # The cuda_ipc feature transport (single node, NVIDIA) reserves 100 + 1024 MiB for multimodal buffers.
+    rest = sized.static_bytes - 40 * GIB - 1124 * MIB
+    state = 24 * MIB
+    assert sized.state_slots == int((rest * 0.9 / 1.9 - state) // state)
+    left = rest - (sized.state_slots + 1) * state
+    assert sized.kv_tokens == int(left // 15360) // 64 * 64
+    assert sized.slots_per_request == 5
+    assert sized.max_running == min(sized.kv_tokens // 2, sized.state_slots // 5, 2048) and sized.binding == "state slots"
+
+
+def test_pools_on_two_nodes_reserve_no_feature_transport():
+    assert pools(nodes=2).kv_tokens > pools().kv_tokens
+
+
+def test_speculation_holds_draft_states_for_the_capped_requests():
+    plain, spec = pools(), pools(draft_tokens=4)
+    assert spec.state_slots < plain.state_slots
+    assert spec.max_running == 48 and spec.binding == "SGLang's speculation cap"
+    intermediate = next(f for f in spec.figures if f.name == "spec_intermediate_state_bytes")
+    assert intermediate.value == 24 * MIB * (48 + 1) * 4
+
+
+def test_without_the_radix_cache_the_state_pool_is_the_running_limit():
+    sized = pools(disable_radix_cache=True, mamba_strategy="no_buffer", page_size=16, requested_running=100)
+    assert (sized.state_slots, sized.max_running, sized.slots_per_request) == (100, 100, 1)
+    assert sized.binding == "the requested value"
+    rest = sized.static_bytes - 40 * GIB - 1124 * MIB
+    assert sized.kv_tokens == int((rest - 101 * 24 * MIB) // 15360) // 16 * 16
