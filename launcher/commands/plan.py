@@ -58,7 +58,7 @@ def resolve_target(gpu: str, fallback: Optional[str]):
 
 def hardware_target(gpu: str, fallback: Optional[str]):
     """Like resolve_target, as (catalog key, count, measured memory, notes); 'cpu' is the bundled CPU target."""
-    from qwen35.launcher.cpu_plan import CPU_TARGET
+    from qwen35.planner.cpu_plan import CPU_TARGET
 
     if gpu.strip().lower() == CPU_TARGET:
         return CPU_TARGET, 1, None, []

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
-from qwen35.launcher.cpu_plan import CPU_TARGET, plan_cpu
 from qwen35.launcher.profiles.loader import PLAN_SECTION
 from qwen35.launcher.profiles.schema import PROFILE_VERSION, Profile
 from qwen35.planner.errors import Qwen35Error
@@ -85,17 +84,10 @@ def plan_extras(plan: Plan) -> tuple[list[str], dict[str, str]]:
 
 def plan_request(request: PlanRequest, extra_args: Sequence[str] = (),
                  env: Mapping[str, str] | None = None) -> Plan:
-    """Plan a request: the GPU solver, or the bundled runtime's CPU path for the 'cpu' target."""
-    from qwen35.planner.hardware.catalog import lookup_gpu
-    from qwen35.planner.models.registry import resolve_model
-    from qwen35.planner.solver import solve
+    """Plan a request (planner.planning) with a profile's extra arguments and environment applied."""
+    from qwen35.planner import planning
 
-    resolved = resolve_model(request.model)
-    if request.gpu == CPU_TARGET:
-        plan = plan_cpu(request, resolved)
-    else:
-        plan = solve(request, lookup_gpu(request.gpu), resolved)
-    return apply_extras(plan, extra_args, env)
+    return apply_extras(planning.plan_request(request), extra_args, env)
 
 
 def plan_profile(profile: Profile, gpu_memory_bytes: int | None = None) -> Plan:
