@@ -48,3 +48,25 @@ class PoolSizing:
     max_running: int                  # per replica, as the command passes it
     binding: str                      # "KV tokens", "state slots" or "the requested value"
     figures: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (tp, context) candidate on one GPU: what every engine's `size` reads."""
+
+    gpu_bytes: int
+    vendor: str
+    nodes: int
+    version: str
+    tp: int
+    context: int
+    weights_bytes: float
+    kv_per_token: float
+    state_per_slot: float
+    page_size: int
+    mamba_strategy: str
+    disable_radix_cache: bool
+    draft_tokens: int
+    requested_running: int | None
+    vision_hidden_size: int | None
+    vision_headroom: bool = True  # False: leave out the vision-tower share (a guide's validated size)

@@ -1,7 +1,10 @@
 """The SGLang command carries what each replica's own start-up sizing reads."""
+import math
+
 import pytest
 
 from qwen35.planner.engines import sglang
+from qwen35.planner.engines.settings import Candidate
 from qwen35.planner.hardware.catalog import lookup_gpu
 from qwen35.planner.models.registry import resolve_model
 from qwen35.planner.plan import PlanRequest
@@ -66,21 +69,40 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
-def test_mem_fraction_for_h100_and_h200():
+def test_mem_fraction_is_the_releases_default_with_its_vision_factor():
     h100 = 81559 << 20
-    # reserved = 512 + 1.5 x 8192 + 8/8 x 1024 + 2 x 256 = 14336 MiB
-    assert sglang.mem_fraction(h100, tp=8).value == round((81559 - 14336) / 81559, 3)
+    # 0.5.23 on H100, tp 8: 512 + 1.5 x 8192 + 8/8 x 1024 + 2 x 512 + 8 x 58 prefill graphs = 15312 MiB.
+    base = round((81559 - 15312) / 81559, 3)
+    # A 1152-wide vision tower read as 24 layers: 0.95 x (1 - 0.1 x (1152^2 / 1024^2 - 1)).
+    factor = 0.95 * (1 - 0.1 * (1152 ** 2 / 1024 ** 2 - 1))
+    figure = sglang.mem_fraction(h100, tp=8, version="0.5.23", vendor="nvidia", vision_hidden_size=1152, speculative=False)
+    assert figure.value == math.floor(base * factor * 1000) / 1000 and figure.value < base
+    # A 768-wide tower gets the factor's 1.05 ceiling; none without a vision tower.
+    assert sglang.vision_factor(768) == pytest.approx(0.95 * 1.04375) and sglang.vision_factor(None) == 1.0
+
+
+def test_mem_fraction_follows_the_release():
     h200 = 143771 << 20
-    assert sglang.mem_fraction(h200, tp=4).value == round((143771 - (512 + 12288 + 512 + 512)) / 143771, 3)
-    # Small GPUs: the 10 GiB floor only applies above 60 GB.
-    assert sglang.defaults(23034 << 20) == (2048, 24)
+    # 512 + 1.5 x 8192 + 1/8 x 1024 + 2 x 256 + 8 x 58 = 13904 MiB; 0.5.13.post1 adds 4 GiB for EAGLE.
+    newer = sglang.mem_fraction(h200, tp=1, version="0.5.23", vendor="nvidia", vision_hidden_size=None, speculative=True)
+    older = sglang.mem_fraction(h200, tp=1, version="0.5.13.post1", vendor="nvidia", vision_hidden_size=None,
+                                speculative=True)
+    assert older.value == math.floor(round((143771 - 13904 - 4096) / 143771, 3) * 1000) / 1000 < newer.value
+    # 0.5.20 raised the RTX 4090's chunked prefill and graph batch size; ROCm captures no prefill graphs from 0.5.23.
+    assert sglang.defaults(23034 << 20, tp=1, version="0.5.19") == (2048, 24)
+    assert sglang.defaults(23034 << 20, tp=1, version="0.5.23") == (4096, 48)
+    mi300x = 196592 << 20
+    rocm = sglang.mem_fraction(mi300x, tp=1, version="0.5.23", vendor="amd", vision_hidden_size=None, speculative=False)
+    cuda = sglang.mem_fraction(mi300x, tp=1, version="0.5.23", vendor="nvidia", vision_hidden_size=None, speculative=False)
+    assert rocm.value > cuda.value
 
 
 def pools(**overrides):
     arguments = dict(gpu_bytes=80 * GIB, vendor="nvidia", nodes=1, version="0.5.23", tp=1, context=262144,
                      weights_bytes=40 * GIB, kv_per_token=15360, state_per_slot=24 * MIB, page_size=64,
-                     mamba_strategy="extra_buffer", disable_radix_cache=False, draft_tokens=0, requested_running=None)
-    return sglang.size(**{**arguments, **overrides})
+                     mamba_strategy="extra_buffer", disable_radix_cache=False, draft_tokens=0, requested_running=None,
+                     vision_hidden_size=1152)
+    return sglang.size(Candidate(**{**arguments, **overrides}))
 
 
 def test_pools_split_what_the_weights_leave_by_the_mamba_ratio_with_a_padding_slot():
@@ -100,7 +122,7 @@ def test_pools_on_two_nodes_reserve_no_feature_transport():
 
 
 def test_speculation_holds_draft_states_for_the_capped_requests():
-    plain, spec = pools(), pools(draft_tokens=4)
+    plain, spec = pools(weights_bytes=30 * GIB), pools(weights_bytes=30 * GIB, draft_tokens=4)
     assert spec.state_slots < plain.state_slots
     assert spec.max_running == 48 and spec.binding == "SGLang's speculation cap"
     intermediate = next(f for f in spec.figures if f.name == "spec_intermediate_state_bytes")
