@@ -99,6 +99,10 @@ def plan_command(
     """Plan a deployment: parallelism, context, concurrency, memory, and the engine commands."""
     from qwen35.launcher.profiles import plan_document, plan_request
 
+    chosen = [flag for flag, given in (("--json", as_json), ("--yaml", as_yaml), ("--emit", emit is not None),
+                                       ("--explain", explain)) if given]
+    if len(chosen) > 1:
+        raise InputError(f"{' and '.join(chosen)} choose different outputs", "pass one of --json, --yaml, --emit k8s, --explain")
     if emit is not None and emit != "k8s":
         raise InputError(f"unknown --emit '{emit}'", "the one output to emit is k8s")
     if output is not None and emit is None:

@@ -204,11 +204,13 @@ def _size_one(case: dict, scratch: Path) -> dict:
         layer_info=ModelLayerInfo(start_layer=0, end_layer=layers, num_effective_layers=layers),
         forward_stream=None, req_to_token_pool=None, token_to_kv_pool_allocator=None, memory_pool_config=None,
     )
+    schedule = get_schedule()
     try:
         config = kvc._resolve_memory_pool_config(case["pre_load_bytes"] / GIB)
     except (AssertionError, ValueError, RuntimeError) as error:
-        return {"error": f"{type(error).__name__}: {error}", "stage": "memory_pool"}
-    schedule = get_schedule()
+        # The resolved fraction still says what the release would have started with.
+        return {"error": f"{type(error).__name__}: {error}", "stage": "memory_pool",
+                "mem_fraction_static": float(schedule.mem_fraction_static)}
     return {
         "error": None,
         "max_total_num_tokens": int(config.max_total_num_tokens),

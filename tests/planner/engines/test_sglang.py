@@ -135,3 +135,17 @@ def test_without_the_radix_cache_the_state_pool_is_the_running_limit():
     assert sized.binding == "the requested value"
     rest = sized.static_bytes - 40 * GIB - 1124 * MIB
     assert sized.kv_tokens == int((rest - 101 * 24 * MIB) // 15360) // 16 * 16
+
+
+def test_a_guide_size_that_needs_less_headroom_says_so():
+    # 397B BF16 on MI325X: the guide's tp 4 fits only without the vision-tower share of SGLang's default.
+    plan = plan_for("Qwen3.5-397B-A17B", "MI325X:8", precision="bf16")
+    assert plan.parallel.tp == 4 and plan.fits
+    warning = next(w for w in plan.warnings if "is above SGLang" in w)
+    default = sglang.mem_fraction(lookup_gpu("MI325X").memory_bytes, tp=4, version=plan.engine_version, vendor="amd",
+                                  vision_hidden_size=1152, speculative=False).value
+    assert plan.mem_fraction_static > default and f"{default:.3f}" in warning and "tp 4" in warning
+    # Where the guide's size fits with the whole default headroom, nothing is given up.
+    plain = plan_for("Qwen3.5-397B-A17B", "H200:8", precision="fp8")
+    assert not any("is above SGLang" in w for w in plain.warnings)
+    assert plain.reasons[0].startswith("tp 4: matches the deployment guide")
