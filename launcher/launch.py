@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from qwen35.launcher import checkpoint_check, preflight
-from qwen35.launcher.cpu_plan import CPU_TARGET
+from qwen35.planner.cpu_plan import CPU_TARGET
 from qwen35.launcher.readiness import local_base_url
 from qwen35.planner.errors import InputError, NoFeasiblePlan, Qwen35Error
 from qwen35.planner.figures import human_bytes

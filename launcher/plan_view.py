@@ -23,8 +23,9 @@ def _summary(plan: Plan) -> Table:
         p = plan.parallel
         table.add_row("parallel", f"tp {p.tp}  ep {p.ep}  dp {p.dp}  pp {p.pp}  nodes {p.nodes}")
         table.add_row("context", f"{plan.context_length} tokens")
+        per_replica = (f", {plan.max_running_requests // p.dp} per replica" if p.dp > 1 else "")
         table.add_row("concurrency", f"{plan.max_running_requests} running requests "
-                                     f"({plan.full_context_requests} at full context)")
+                                     f"({plan.full_context_requests} at full context{per_replica})")
         if plan.engine == "sglang":
             table.add_row("mamba cache", f"{plan.mamba_strategy}, page size {plan.page_size}")
             table.add_row("mem fraction", f"{plan.mem_fraction_static}")

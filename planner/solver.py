@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from qwen35.planner import memory
 from qwen35.planner.documented import documented_tp
-from qwen35.planner.engines import bundled, sglang, vllm
-from qwen35.planner.engines.settings import ServeSettings
+from qwen35.planner.engines import engine_module
+from qwen35.planner.engines.settings import Candidate, ServeSettings
 from qwen35.planner.errors import InputError
-from qwen35.planner.figures import GIB, Figure, human_bytes
+from qwen35.planner.figures import Figure, human_bytes
 from qwen35.planner.hardware.catalog import GpuModel
 from qwen35.planner.models.registry import REGISTRY, ResolvedModel
 from qwen35.planner.models.tensors import tensor_groups
@@ -18,16 +18,7 @@ from qwen35.planner.plan import ENGINES, MAMBA_STRATEGIES, STRATEGIES, Parallel,
 
 CONTEXT_STEPS = (262144, 196608, 131072)
 THINKING_MIN_CONTEXT = 131072
-MAX_AUTO_NODES = 4
 LARGE_CHECKPOINT_BYTES = 100 * 10**9
-SPECULATIVE_TOKENS = {"sglang": 4, "vllm": 2, "bundled": 2}
-SGLANG_SPEC_RUNNING_CAP = 48
-# Engines without SGLang's explicit reserve formula: what their non-KV working set needs
-# (activations of one prefill chunk, CUDA graphs, communication buffers), an estimate.
-UTILIZATION = {"vllm": 0.90, "bundled": 0.90}
-WORKING_SET_BYTES = {"vllm": 3 * GIB, "bundled": 1 * GIB}
-DEFAULT_MAX_SEQS = {"vllm": 256, "bundled": 64}
-RENDERERS = {"sglang": sglang, "vllm": vllm, "bundled": bundled}
 
 
 @dataclass(frozen=True)
@@ -42,6 +33,7 @@ class Sizing:
     figures: list[Figure]
     memory: dict[str, float]
     shortfall: str
+    binding: str  # which limit sets the running requests: KV tokens, state slots, or the value asked for
 
 
 def model_path(resolved: ResolvedModel, precision: str) -> str:
@@ -70,8 +62,10 @@ def choose_precision(request: PlanRequest, resolved: ResolvedModel, gpu: GpuMode
         )
     if precision == "fp8" and not gpu.fp8:
         raise InputError(f"{gpu.key} has no FP8 support", "try --precision bf16 or an H100/H200/B200")
-    if request.engine == "bundled" and precision == "nvfp4":
-        raise InputError("the bundled runtime cannot run NVFP4 checkpoints", "try --engine sglang")
+    engine = engine_module(request.engine)
+    if precision not in engine.PRECISIONS:
+        raise InputError(f"{engine.NAME} cannot run {precision.upper()} checkpoints",
+                         f"try another --engine, or --precision {engine.PRECISIONS[-1]}")
     return precision
 
 
@@ -101,39 +95,11 @@ def validate_request(request: PlanRequest, resolved: ResolvedModel) -> None:
                              f"use at most --context-length {maximum}")
 
 
-def _slots_per_request(engine: str, mamba_strategy: str, disable_radix: bool) -> int:
-    # SGLang: 3 slots per running request with the mamba radix cache, 2 more for extra_buffer's
-    # ping-pong buffers under the overlap scheduler, 1 without the radix cache.
-    if engine != "sglang" or disable_radix:
-        return 1
-    return 5 if mamba_strategy == "extra_buffer" else 3
-
-
-def _mamba_choice(request: PlanRequest, gpu: GpuModel) -> tuple[str, int, bool, list[str]]:
-    """Mamba strategy, page size and radix-cache switch under SGLang's rules (facts §5)."""
-    reasons = []
-    if gpu.vendor == "amd":
-        if request.mamba_strategy == "extra_buffer":
-            raise InputError("mamba extra_buffer needs NVIDIA GPUs (FLA/triton kernels)", "use --mamba-strategy no_buffer")
-        reasons.append("mamba no_buffer: required on AMD Instinct GPUs")
-        reasons.append("page size 16 for aiter attention; the mamba radix cache needs page size 1, "
-                       "so the radix cache is off (--disable-radix-cache)")
-        return "no_buffer", 16, True, reasons
-    strategy = request.mamba_strategy or "extra_buffer"
-    if strategy == "extra_buffer":
-        reasons.append("mamba extra_buffer: overlap scheduling and prefix caching at branch points"
-                       + ("; MTP speculation wants it" if request.strategy == "latency" else ""))
-        reasons.append("page size 64: FLA chunk size 64 % page size == 0 and page size % 64 == 0")
-        return strategy, 64, False, reasons
-    reasons.append("mamba no_buffer (asked for): less state memory, no overlap scheduler; page size 1 as it requires")
-    return strategy, 1, False, reasons
-
-
 def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary: memory.WeightSummary, choice: TpChoice,
-          context: int, mamba: tuple[str, int, bool, list[str]], spec_tokens: int) -> Sizing:
+          context: int, mamba: tuple[str, int, bool, list[str]], spec_tokens: int, version: str,
+          vision_headroom: bool = True) -> Sizing:
     """Memory arithmetic for one candidate: does `context` fit with at least the requests asked for?"""
     text = resolved.config.text
-    engine = request.engine
     gpu_bytes = request.gpu_memory_bytes or gpu.memory_bytes
     weights = memory.weights_per_gpu(summary, text, choice.tp)
     # NVFP4 checkpoints ship FP8 KV-cache scales: the engine keeps the KV cache in FP8.
@@ -141,49 +107,17 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
     extra_kv_layers = text.mtp_num_hidden_layers if spec_tokens else 0
     kv_token = memory.kv_bytes_per_token(text, choice.tp, kv_dtype, extra_kv_layers)
     state = memory.state_bytes_per_slot(text, choice.tp, request.mamba_ssm_dtype)
-    strategy, _, disable_radix, _ = mamba
-    per_request = _slots_per_request(engine, strategy, disable_radix)
-    figures = [weights, kv_token, state]
-    if engine == "sglang":
-        fraction_figure = memory.sglang_mem_fraction(gpu_bytes, choice.tp)
-        fraction = fraction_figure.value
-        effective = fraction * (0.85 if gpu.vendor == "amd" and context > 8192 else 1.0)
-        static = gpu_bytes * effective
-        figures.append(fraction_figure)
-        figures.append(Figure("static_bytes", static, "bytes",
-                              f"{human_bytes(gpu_bytes)} x {fraction}"
-                              + (" x 0.85 (SGLang scales the fraction for aiter above 8K context)" if effective != fraction else "")
-                              + f" = {human_bytes(static)}"))
-        cap = request.max_running_requests or (SGLANG_SPEC_RUNNING_CAP if spec_tokens else None)
-        pools = memory.sglang_pools(static, weights.value, state.value, kv_token.value,
-                                    draft_tokens=spec_tokens, slots_per_request=per_request,
-                                    max_running_requests=cap)
-        kv_tokens, slots = pools.kv_tokens.value, pools.state_slots.value
-        figures += [pools.budget, pools.state_slots, pools.kv_tokens]
-        if pools.spec_intermediate:
-            figures.append(pools.spec_intermediate)
-        running_fig = memory.sglang_max_running(max(kv_tokens, 0), context, slots, per_request) if kv_tokens > 0 else \
-            Figure("max_running_requests", 0, "requests", "no KV memory")
-        running = running_fig.value
-        if cap:
-            running = min(running, cap)
-    else:
-        fraction = UTILIZATION[engine]
-        static = gpu_bytes * fraction - WORKING_SET_BYTES[engine]
-        figures.append(Figure("static_bytes", static, "bytes",
-                              f"{human_bytes(gpu_bytes)} x {fraction} - {human_bytes(WORKING_SET_BYTES[engine])} "
-                              f"working set = {human_bytes(static)}"))
-        wanted = request.max_running_requests or DEFAULT_MAX_SEQS[engine]
-        rest = static - weights.value
-        figures.append(Figure("kv_and_state_budget_per_gpu", rest, "bytes",
-                              f"static {human_bytes(static)} - weights {human_bytes(weights.value)} = {human_bytes(rest)}"))
-        slots_fig, tokens_fig = memory.slot_pools(rest, state.value, kv_token.value, wanted, context)
-        slots, kv_tokens = slots_fig.value, tokens_fig.value
-        running = slots
-        figures += [slots_fig, tokens_fig]
-        running_fig = Figure("max_running_requests", running, "requests",
-                             f"one state slot per running sequence = {running}")
-    figures.append(running_fig)
+    strategy, page_size, disable_radix, _ = mamba
+    pools = engine_module(request.engine).size(Candidate(
+        gpu_bytes=gpu_bytes, vendor=gpu.vendor, nodes=max(1, math.ceil(choice.tp / request.gpus_per_node)),
+        version=version, tp=choice.tp, context=context, weights_bytes=weights.value, kv_per_token=kv_token.value,
+        state_per_slot=state.value, page_size=page_size, mamba_strategy=strategy, disable_radix_cache=disable_radix,
+        draft_tokens=spec_tokens, requested_running=request.max_running_requests,
+        vision_hidden_size=resolved.config.vision.hidden_size if resolved.config.vision else None,
+        vision_headroom=vision_headroom))
+    fraction, static, per_request = pools.mem_fraction, pools.static_bytes, pools.slots_per_request
+    kv_tokens, slots, running, binding = pools.kv_tokens, pools.state_slots, pools.max_running, pools.binding
+    figures = [weights, kv_token, state] + pools.figures
     full = memory.full_context_requests(max(kv_tokens, 0), context, slots, per_request)
     figures.append(full)
     shortfall = ""
@@ -205,7 +139,7 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
         "kv_tokens": kv_tokens,
         "state_slots": slots,
     }
-    return Sizing(not shortfall, context, running, full.value, fraction, figures, mem, shortfall)
+    return Sizing(not shortfall, context, running, full.value, fraction, figures, mem, shortfall, binding)
 
 
 def _contexts(request: PlanRequest) -> tuple[int, ...]:
@@ -214,20 +148,13 @@ def _contexts(request: PlanRequest) -> tuple[int, ...]:
     return CONTEXT_STEPS
 
 
-def _max_gpus(request: PlanRequest) -> int:
-    if request.engine == "bundled":
-        return 1
-    if request.engine == "vllm":
-        return request.gpus_per_node
-    return request.gpus_per_node * (request.nodes or MAX_AUTO_NODES)
-
-
-def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens):
+def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version, vision_headroom=True):
     """First (tp, context) that fits, scanning TP ascending and context descending; plus every miss."""
     misses = []
     for choice in choices:
         for context in _contexts(request):
-            sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens)
+            sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens, version,
+                           vision_headroom)
             if sizing.fits:
                 return choice, sizing, misses
             misses.append((choice, sizing))
@@ -239,10 +166,10 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
     validate_request(request, resolved)
     precision = choose_precision(request, resolved, gpu)
     text = resolved.config.text
-    engine = request.engine
-    version = RENDERERS[engine].resolve_version(request.engine_version)
-    spec_tokens = SPECULATIVE_TOKENS[engine] if request.strategy == "latency" else 0
-    load_precision = "bf16" if engine == "bundled" and precision == "fp8" else precision
+    engine = engine_module(request.engine)
+    version = engine.resolve_version(request.engine_version)
+    spec_tokens = engine.SPECULATIVE_TOKENS if request.strategy == "latency" else 0
+    load_precision = engine.weights_precision(precision)
     # Byte counts are layout-independent: the fused layout is the quick one to enumerate.
     layout = "per_expert" if load_precision == "nvfp4" else "fused"
     components = ("language", "vision", "mtp") if spec_tokens else ("language", "vision")
@@ -252,7 +179,7 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
     stored = memory.summarize_weights(tensor_groups(resolved.config, precision, stored_layout),
                                       ("language", "vision", "mtp"))
     plan = Plan(request=request, model=resolved.name, model_path=model_path(resolved, precision),
-                precision=precision, engine=engine, engine_version=version, gpu=gpu.key, fits=False)
+                precision=precision, engine=request.engine, engine_version=version, gpu=gpu.key, fits=False)
     plan.memory["weights_total_bytes"] = stored.total
     for component, size in stored.by_component.items():
         plan.memory[f"weights_{component}_bytes"] = size
@@ -263,29 +190,49 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
             plan.warnings.append(
                 f"the checkpoint's index lists {human_bytes(resolved.index_total_size)} of tensors, but its config "
                 f"implies {human_bytes(stored.total)}: the plan's memory figures may be off")
-    if engine == "bundled" and precision == "fp8":
-        plan.reasons.append("the bundled runtime dequantises FP8 weights to BF16 at load")
+    if load_precision != precision:
+        plan.reasons.append(f"{engine.NAME} dequantises {precision.upper()} weights to {load_precision.upper()} at load")
 
-    mamba = _mamba_choice(request, gpu) if engine == "sglang" else ("no_buffer", 1, False, [])
-    choices, skipped = tp_choices(text, precision, _max_gpus(request), request.gpus_per_node)
-    documented = documented_tp(resolved.name, gpu.key, precision) if engine == "sglang" else None
+    mamba = engine.mamba_choice(gpu.vendor, request.mamba_strategy, request.strategy)
+    choices, skipped = tp_choices(text, precision, engine.max_gpus(request.gpus_per_node, request.nodes),
+                                  request.gpus_per_node)
+    documented = documented_tp(resolved.name, gpu.key, precision) if engine.FOLLOWS_DEPLOYMENT_GUIDE else None
     if documented:
-        memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
+        memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
         choices = [c for c in choices if c.tp >= documented]
-        if memory_choice and memory_choice.tp < documented:
+    choice, sizing, misses = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
+    if documented and choices and choices[0].tp == documented and (choice is None or choice.tp > documented):
+        # The guide's size does not fit with the release's whole default headroom: it was validated
+        # without the vision-tower share, which is then the headroom given up (said in the warnings).
+        guided, guided_sizing, _ = _search(request, gpu, resolved, weights, choices[:1], mamba, spec_tokens, version,
+                                           vision_headroom=False)
+        if guided is not None and (choice is None or guided_sizing.context_length >= sizing.context_length):
+            default = _size(request, gpu, resolved, weights, guided, guided_sizing.context_length, mamba,
+                            spec_tokens, version)
+            given_up = guided_sizing.memory["static_bytes"] - default.memory["static_bytes"]
+            plan.warnings.append(
+                f"--mem-fraction-static {guided_sizing.mem_fraction:.3f} is above {engine.NAME} {version}'s default of "
+                f"{default.mem_fraction:.3f} for this model: the deployment guide's tp {documented} on {gpu.key} at "
+                f"{precision.upper()} does not fit otherwise, so the vision tower's share of the headroom "
+                f"({human_bytes(given_up)} per GPU) is given up: keep images small")
+            choice, sizing = guided, guided_sizing
+    if documented and choice is not None:
+        if choice.tp > documented:
+            plan.reasons.append(f"tp {choice.tp}: the deployment guide's tp {documented} for {resolved.name} on "
+                                f"{gpu.key} at {precision.upper()} does not fit memory at this context")
+        elif memory_choice and memory_choice.tp < documented:
             plan.reasons.append(
                 f"tp {documented}: the deployment guide's validated size for {resolved.name} on {gpu.key} at "
                 f"{precision.upper()}; memory alone would allow tp {memory_choice.tp}")
         else:
             plan.reasons.append(f"tp {documented}: matches the deployment guide for {resolved.name} on {gpu.key} at {precision.upper()}")
-    choice, sizing, misses = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens)
     if choice is None:
         return _no_fit(plan, request, resolved, gpu, precision, misses, skipped)
 
     plan.fits = True
     plan.reasons += [f"skipped {why}" for tp, why in skipped if tp < choice.tp]
     nodes = max(1, math.ceil(choice.tp / request.gpus_per_node))
-    dp = 1 if engine == "bundled" or choice.tp >= request.gpus_per_node else request.gpus_per_node // choice.tp
+    dp = 1 if not engine.DATA_PARALLEL or choice.tp >= request.gpus_per_node else request.gpus_per_node // choice.tp
     plan.parallel = Parallel(tp=choice.tp, ep=choice.ep, dp=dp, pp=1, nodes=nodes,
                              gpus_per_node=min(request.gpus_per_node, choice.tp * dp))
     plan.context_length = sizing.context_length
@@ -297,8 +244,7 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
     strategy, page_size, disable_radix, mamba_reasons = mamba
     plan.mamba_strategy = strategy
     plan.page_size = page_size
-    if engine == "sglang":
-        plan.reasons += mamba_reasons
+    plan.reasons += mamba_reasons
     _explain_choices(plan, request, choice, sizing, nodes, dp)
     if spec_tokens:
         plan.speculative = {"method": "mtp", "draft_tokens": spec_tokens}
@@ -307,7 +253,7 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
         model_path=plan.model_path, served_model_name=request.served_model_name or resolved.name,
         host=request.host, port=request.port, tp=choice.tp, ep=choice.ep, dp=dp, nodes=nodes,
         gpus_per_node=request.gpus_per_node, context_length=sizing.context_length,
-        max_running_requests=plan.max_running_requests if engine == "sglang" else sizing.max_running,
+        max_running_requests=sizing.max_running,
         mem_fraction=sizing.mem_fraction, precision=precision, vendor=gpu.vendor, arch=gpu.arch,
         page_size=page_size, mamba_strategy=strategy, disable_radix_cache=disable_radix,
         mamba_ssm_dtype=request.mamba_ssm_dtype, speculative_tokens=spec_tokens,
@@ -316,7 +262,7 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
         dist_init_addr=request.dist_init_addr,
     )
     plan.engine_settings = {k: v for k, v in settings.__dict__.items() if k != "extra_args"}
-    commands, notes = RENDERERS[engine].render(settings, version)
+    commands, notes = engine.render(settings, version)
     plan.commands = commands
     plan.warnings += notes
     return plan
@@ -331,6 +277,8 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
             plan.warnings.append(f"this plan needs {nodes} nodes; pass --nodes {nodes} to confirm")
     if dp > 1:
         plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
+    per_replica = " per replica" if dp > 1 else ""
+    plan.reasons.append(f"{sizing.max_running} running requests{per_replica}: bound by {sizing.binding}")
     if request.context_length is None and sizing.context_length < CONTEXT_STEPS[0]:
         plan.warnings.append(f"context reduced from {CONTEXT_STEPS[0]} to {sizing.context_length} to fit memory")
     if sizing.context_length < THINKING_MIN_CONTEXT:
@@ -348,12 +296,7 @@ def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuM
     else:
         plan.reasons.append("no tensor-parallel size is valid for this model within the GPUs given")
     plan.reasons += [f"skipped {why}" for _, why in skipped]
-    ways = []
-    if request.engine == "sglang":
-        ways.append(f"more GPUs or nodes: --gpu {gpu.key}:{request.gpus_per_node} --nodes {(request.nodes or 1) * 2}")
-    else:
-        ways.append("--engine sglang (multi-GPU and multi-node)" if request.engine == "bundled"
-                    else "--engine sglang (multi-node)")
+    ways = [engine_module(request.engine).more_hardware(gpu.key, request.gpus_per_node, request.nodes)]
     if precision == "bf16" and "fp8" in resolved.available_precisions and gpu.fp8:
         ways.append("FP8 weights: --precision fp8")
     shortest = request.context_length or CONTEXT_STEPS[-1]

@@ -32,40 +32,6 @@ REQUEST_OPTIONS = ("model", "nodes", "precision", "engine", "engine_version", "c
                    "served_model_name", "dist_init_addr")
 
 
-def resolve_target(gpu: str, fallback: Optional[str]):
-    """The GPU model, per-node count and measured memory to plan for: named, or detected."""
-    from qwen35.planner.hardware.catalog import parse_gpu_target
-
-    if gpu != "auto":
-        model, count = parse_gpu_target(gpu)
-        return model, count, None, []
-    from qwen35.planner.hardware.detect import detect_hardware
-
-    report = detect_hardware()
-    notes = list(report.warnings)
-    if report.gpus:
-        if report.model is None:
-            names = sorted({g.name for g in report.gpus})
-            raise InputError(f"detected GPUs {names} are not one known catalog part",
-                             "name a target with --gpu, e.g. --gpu H100:8")
-        smallest = min(g.memory_total_bytes for g in report.gpus)
-        return report.model, len(report.gpus), smallest, notes
-    if fallback:
-        model, count = parse_gpu_target(fallback)
-        return model, count, None, [f"no GPU detected; planning for the named target {model.key}:{count}"]
-    raise InputError("no GPU detected on this machine", "name a target, e.g. --gpu H100:8")
-
-
-def hardware_target(gpu: str, fallback: Optional[str]):
-    """Like resolve_target, as (catalog key, count, measured memory, notes); 'cpu' is the bundled CPU target."""
-    from qwen35.launcher.cpu_plan import CPU_TARGET
-
-    if gpu.strip().lower() == CPU_TARGET:
-        return CPU_TARGET, 1, None, []
-    model, count, measured, notes = resolve_target(gpu, fallback)
-    return model.key, count, measured, notes
-
-
 def option_given(ctx: typer.Context, name: str) -> bool:
     """Whether the user set option `name` (on the command line or through its environment variable)."""
     # Compared by name: typer may carry its own copy of click's ParameterSource enum.
@@ -78,6 +44,7 @@ def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
     from dataclasses import replace
 
     from qwen35.launcher.profiles import find_profile, load_profile, to_plan_request
+    from qwen35.planner.hardware.target import hardware_target
     from qwen35.planner.plan import PlanRequest
 
     if values["mamba_ssm_dtype"] not in ("fp32", "bf16"):
@@ -132,6 +99,10 @@ def plan_command(
     """Plan a deployment: parallelism, context, concurrency, memory, and the engine commands."""
     from qwen35.launcher.profiles import plan_document, plan_request
 
+    chosen = [flag for flag, given in (("--json", as_json), ("--yaml", as_yaml), ("--emit", emit is not None),
+                                       ("--explain", explain)) if given]
+    if len(chosen) > 1:
+        raise InputError(f"{' and '.join(chosen)} choose different outputs", "pass one of --json, --yaml, --emit k8s, --explain")
     if emit is not None and emit != "k8s":
         raise InputError(f"unknown --emit '{emit}'", "the one output to emit is k8s")
     if output is not None and emit is None:

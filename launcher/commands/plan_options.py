@@ -28,7 +28,9 @@ ContextLength = Annotated[Optional[int], typer.Option(
 Strategy = Annotated[str, typer.Option(
     "--strategy", help="throughput, or latency (MTP speculative decoding).")]
 MaxRunningRequests = Annotated[Optional[int], typer.Option(
-    "--max-running-requests", help="Concurrent requests the plan must hold.")]
+    "--max-running-requests",
+    help="Concurrent requests each data-parallel replica must hold (the engines read their flag per replica); "
+         "the plan's max_running_requests is the total over replicas.")]
 MambaStrategy = Annotated[Optional[str], typer.Option(
     "--mamba-strategy", help="no_buffer or extra_buffer (SGLang).")]
 MambaSsmDtype = Annotated[str, typer.Option(

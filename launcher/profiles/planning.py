@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from qwen35.launcher.cpu_plan import CPU_TARGET, plan_cpu
 from qwen35.launcher.profiles.loader import PLAN_SECTION
 from qwen35.launcher.profiles.schema import PROFILE_VERSION, Profile, looks_like_path
 from qwen35.planner.errors import InputError, Qwen35Error
@@ -87,18 +86,11 @@ def plan_extras(plan: Plan) -> tuple[list[str], dict[str, str]]:
 
 def plan_request(request: PlanRequest, extra_args: Sequence[str] = (),
                  env: Mapping[str, str] | None = None) -> Plan:
-    """Plan a request: the GPU solver, or the bundled runtime's CPU path for the 'cpu' target."""
-    from qwen35.planner.hardware.catalog import lookup_gpu
-    from qwen35.planner.models.registry import resolve_model
-    from qwen35.planner.solver import solve
+    """Plan a request (planner.planning) with a profile's extra arguments and environment applied."""
+    from qwen35.planner import planning
 
     check_request_inputs(request)
-    resolved = resolve_model(request.model)
-    if request.gpu == CPU_TARGET:
-        plan = plan_cpu(request, resolved)
-    else:
-        plan = solve(request, lookup_gpu(request.gpu), resolved)
-    return apply_extras(plan, extra_args, env)
+    return apply_extras(planning.plan_request(request), extra_args, env)
 
 
 def check_request_inputs(request: PlanRequest) -> None:

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qwen35.launcher.cpu_plan import CPU_TARGET
+from qwen35.planner.cpu_plan import CPU_TARGET
 from qwen35.planner.errors import InputError
 
 PROFILE_VERSION = 1

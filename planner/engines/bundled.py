@@ -3,8 +3,22 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from qwen35.planner.engines.settings import ServeSettings
+from qwen35.planner.engines import fixed_slots
+from qwen35.planner.engines.settings import Candidate, PoolSizing, ServeSettings
+from qwen35.planner.figures import GIB
 from qwen35.planner.plan import EngineCommand
+
+SPECULATIVE_TOKENS = 2
+# The share of the GPU the runtime's pools and weights may take, and what its own working set
+# (one prefill chunk's activations, graphs) needs beside them; runtime/engine/memory_sizing.py
+# sizes the real pools from these after measuring. The default running requests per process.
+UTILIZATION = 0.90
+WORKING_SET_BYTES = 1 * GIB
+DEFAULT_MAX_SEQS = 64
+NAME = "the bundled runtime"
+PRECISIONS = ("bf16", "fp8")
+FOLLOWS_DEPLOYMENT_GUIDE = False
+DATA_PARALLEL = False
 
 
 def resolve_version(requested: str | None) -> str:
@@ -13,6 +27,31 @@ def resolve_version(requested: str | None) -> str:
         return metadata.version("qwen35")
     except metadata.PackageNotFoundError:
         return requested or "0.1.0"
+
+
+def max_gpus(gpus_per_node: int, nodes: int | None) -> int:
+    """One process on one GPU."""
+    return 1
+
+
+def weights_precision(precision: str) -> str:
+    """The runtime dequantises FP8 checkpoints to BF16 at load."""
+    return "bf16" if precision == "fp8" else precision
+
+
+def mamba_choice(vendor: str, requested: str | None, strategy: str) -> tuple[str, int, bool, list[str]]:
+    """One state slot per sequence, no mamba strategy to choose."""
+    return "no_buffer", 1, False, []
+
+
+def more_hardware(gpu_key: str, gpus_per_node: int, nodes: int | None) -> str:
+    """The way out that adds hardware: another engine."""
+    return "--engine sglang (multi-GPU and multi-node)"
+
+
+def size(candidate: Candidate) -> PoolSizing:
+    """One process's pools, as runtime/engine/memory_sizing.py will size them from measured memory."""
+    return fixed_slots.size("bundled", candidate, UTILIZATION, WORKING_SET_BYTES, DEFAULT_MAX_SEQS)
 
 
 def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], list[str]]:

@@ -18,6 +18,8 @@ class ServeSettings:
     nodes: int
     gpus_per_node: int
     context_length: int
+    # Per data-parallel replica: without dp-attention SGLang hands every replica the same server
+    # args (and vLLM every engine core its own max_num_seqs), so the flag is never a total.
     max_running_requests: int
     mem_fraction: float
     precision: str
@@ -32,3 +34,39 @@ class ServeSettings:
     allreduce_fusion: bool
     dist_init_addr: str | None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """One replica's pools on one GPU as the engine will size them, and which limit binds the requests."""
+
+    static_bytes: float               # what the engine may hold: weights + KV + state
+    mem_fraction: float               # the fraction the command passes
+    kv_tokens: int
+    state_slots: int
+    slots_per_request: int
+    max_running: int                  # per replica, as the command passes it
+    binding: str                      # "KV tokens", "state slots" or "the requested value"
+    figures: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (tp, context) candidate on one GPU: what every engine's `size` reads."""
+
+    gpu_bytes: int
+    vendor: str
+    nodes: int
+    version: str
+    tp: int
+    context: int
+    weights_bytes: float
+    kv_per_token: float
+    state_per_slot: float
+    page_size: int
+    mamba_strategy: str
+    disable_radix_cache: bool
+    draft_tokens: int
+    requested_running: int | None
+    vision_hidden_size: int | None
+    vision_headroom: bool = True  # False: leave out the vision-tower share (a guide's validated size)

@@ -3,16 +3,52 @@ from __future__ import annotations
 
 import json
 
-from qwen35.planner.engines import versions
-from qwen35.planner.engines.settings import ServeSettings
+from qwen35.planner.engines import fixed_slots, versions
+from qwen35.planner.engines.settings import Candidate, PoolSizing, ServeSettings
+from qwen35.planner.figures import GIB
 from qwen35.planner.plan import EngineCommand
 
 NEWEST_KNOWN = "0.33.0"
+SPECULATIVE_TOKENS = 2
+# Without SGLang's explicit reserve formula: what vLLM's non-KV working set needs (activations of
+# one prefill chunk, CUDA graphs, communication buffers), an estimate; --max-num-seqs' default.
+UTILIZATION = 0.90
+WORKING_SET_BYTES = 3 * GIB
+DEFAULT_MAX_SEQS = 256
+NAME = "vLLM"
+PRECISIONS = ("bf16", "fp8", "nvfp4")
+FOLLOWS_DEPLOYMENT_GUIDE = False
+DATA_PARALLEL = True
 
 
 def resolve_version(requested: str | None) -> str:
     """Installed release if any, else the one asked for, else the newest known."""
     return versions.resolve_version("vllm", requested, NEWEST_KNOWN)
+
+
+def max_gpus(gpus_per_node: int, nodes: int | None) -> int:
+    """The most GPUs a plan may use: one node (multi-node vLLM is not planned)."""
+    return gpus_per_node
+
+
+def weights_precision(precision: str) -> str:
+    """The precision the weights are held in on the GPU: as stored."""
+    return precision
+
+
+def mamba_choice(vendor: str, requested: str | None, strategy: str) -> tuple[str, int, bool, list[str]]:
+    """vLLM has no mamba strategy switch: one state per sequence, page size 1 in the plan."""
+    return "no_buffer", 1, False, []
+
+
+def more_hardware(gpu_key: str, gpus_per_node: int, nodes: int | None) -> str:
+    """The way out that adds hardware, as this engine takes it."""
+    return "--engine sglang (multi-node)"
+
+
+def size(candidate: Candidate) -> PoolSizing:
+    """One replica's pools under --gpu-memory-utilization, one state slot per sequence."""
+    return fixed_slots.size("vllm", candidate, UTILIZATION, WORKING_SET_BYTES, DEFAULT_MAX_SEQS)
 
 
 def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], list[str]]:

@@ -18,7 +18,7 @@ import torch
 
 from qwen35.planner import memory
 from qwen35.planner.models.config import TextConfig
-from qwen35.planner.solver import UTILIZATION, WORKING_SET_BYTES
+from qwen35.planner.engines.bundled import UTILIZATION, WORKING_SET_BYTES
 
 CACHE_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
@@ -77,7 +77,7 @@ def budget_for(text: TextConfig, slots: int, kv_tokens: int, context_length: int
 
 def planner_budget(total_bytes: float, weights_bytes: float) -> float:
     """The bundled plan's KV + state budget for a device of total_bytes (solver.py's arithmetic)."""
-    return total_bytes * UTILIZATION["bundled"] - WORKING_SET_BYTES["bundled"] - weights_bytes
+    return total_bytes * UTILIZATION - WORKING_SET_BYTES - weights_bytes
 
 
 def measure_budget(device: torch.device, warm_up: Callable[[], None]) -> MeasuredBudget:
@@ -92,7 +92,7 @@ def measure_budget(device: torch.device, warm_up: Callable[[], None]) -> Measure
     peak = torch.cuda.max_memory_allocated(device) - before
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
-    headroom = (1 - UTILIZATION["bundled"]) * total
+    headroom = (1 - UTILIZATION) * total
     return MeasuredBudget(total, free, peak, headroom, free - peak - headroom)
 
 

@@ -69,6 +69,7 @@ BAD_INPUTS = {
     "negative nodes": (["--model", "Qwen3.5-9B", "--gpu", "H100:8", "--nodes", "-1"], "nodes"),
     "zero running requests": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--max-running-requests", "0"], "max-running-requests"),
     "context above the maximum": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--context-length", "300000"], "262144"),
+    "two outputs": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--json", "--yaml"], "--json and --yaml"),
 }
 
 

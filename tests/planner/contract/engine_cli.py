@@ -112,6 +112,15 @@ SGLANG_RECIPES = (
     Recipe("0.5.23", deps=("msgspec",) + _SGLANG_UTILS, stubs=("triton",)),
 )
 
+# Start-up sizing (engine_sizing.py) imports much more: the model-config registry, the
+# quantization layers and the KV-cache configurator. Verified: sglang 0.5.23.
+SGLANG_SIZING_RECIPES = (
+    Recipe("0.5.23",
+           deps=("msgspec",) + _SGLANG_UTILS + _SGLANG_FUNCTION_CALL
+           + ("dill", "sentencepiece", "compressed-tensors", "loguru", "gguf", "apache-tvm-ffi"),
+           stubs=("triton", "torchvision", "sgl_kernel", "aiter")),
+)
+
 VLLM_RECIPES = (
     # 0.33.0. vLLM installs its own triton placeholder when triton is missing.
     Recipe(
@@ -148,6 +157,11 @@ def index_reachable(timeout_s: float = 10.0) -> bool:
 def ensure_sglang(version: str, root: Path | None = None) -> Path:
     """Install sglang==version and its parser's light deps under root once; return the directory."""
     return _ensure("sglang", version, root, _populate_sglang)
+
+
+def ensure_sglang_sizing(version: str, root: Path | None = None) -> Path:
+    """Install sglang==version with what its start-up sizing imports, under root once; return the dir."""
+    return _ensure("sglang-sizing", version, root, _populate_sglang)
 
 
 def ensure_vllm(version: str, root: Path | None = None) -> Path:
@@ -187,7 +201,7 @@ def recipe_for(engine: str, version: str) -> Recipe:
     """The recipe that applies to that release (the newest whose `first` is not after it)."""
     from packaging.version import Version
 
-    recipes = {"sglang": SGLANG_RECIPES, "vllm": VLLM_RECIPES}[engine]
+    recipes = {"sglang": SGLANG_RECIPES, "sglang-sizing": SGLANG_SIZING_RECIPES, "vllm": VLLM_RECIPES}[engine]
     wanted = Version(version)
     applicable = [recipe for recipe in recipes if Version(recipe.first) <= wanted]
     return max(applicable, key=lambda recipe: Version(recipe.first)) if applicable else recipes[0]
@@ -336,7 +350,7 @@ def _pip(arguments: list[str]) -> None:
 # --- asking the child ---------------------------------------------------------------------
 
 
-def _ask_child(engine: str, target: Path, request: dict) -> list | dict:
+def _ask_child(engine: str, target: Path, request: dict, script: Path | None = None) -> list | dict:
     marker = json.loads((target / _MARKER).read_text())
     request = {**request, "engine": engine, "stubs": marker["recipe"]["stubs"]}
     env = {**os.environ, "PYTHONPATH": str(target), "CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}
@@ -348,7 +362,7 @@ def _ask_child(engine: str, target: Path, request: dict) -> list | dict:
         request_path, result_path = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_path.write_text(json.dumps(request))
         # -P: this file's folder stays off sys.path; -s: no user site-packages.
-        command = [sys.executable, "-s", "-P", str(Path(__file__).resolve()),
+        command = [sys.executable, "-s", "-P", str(script or Path(__file__).resolve()),
                    str(request_path), str(result_path)]
         try:
             completed = subprocess.run(command, env=env, capture_output=True, text=True,

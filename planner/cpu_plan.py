@@ -14,7 +14,7 @@ from qwen35.planner.figures import Figure, human_bytes
 from qwen35.planner.models.registry import ResolvedModel
 from qwen35.planner.models.tensors import tensor_groups
 from qwen35.planner.plan import Parallel, Plan, PlanRequest
-from qwen35.planner.solver import SPECULATIVE_TOKENS, model_path, validate_request
+from qwen35.planner.solver import model_path, validate_request
 
 CPU_TARGET = "cpu"
 CPU_CONTEXT = 8192          # default context: enough for a demo chat, small enough for host memory
@@ -37,7 +37,7 @@ def plan_cpu(request: PlanRequest, resolved: ResolvedModel) -> Plan:
     version = bundled.resolve_version(request.engine_version)
     context = request.context_length or min(CPU_CONTEXT, resolved.config.text.max_position_embeddings)
     running = request.max_running_requests or CPU_RUNNING_REQUESTS
-    spec_tokens = SPECULATIVE_TOKENS["bundled"] if request.strategy == "latency" else 0
+    spec_tokens = bundled.SPECULATIVE_TOKENS if request.strategy == "latency" else 0
     components = ("language", "vision", "mtp") if spec_tokens else ("language", "vision")
     weights = memory.summarize_weights(tensor_groups(resolved.config, "bf16", "fused"), components)
     # The CPU runtime computes in float32: twice the BF16 bytes, whatever the checkpoint stores.
