@@ -51,7 +51,9 @@ def more_hardware(gpu_key: str, gpus_per_node: int, nodes: int | None) -> str:
 
 def size(candidate: Candidate) -> PoolSizing:
     """One process's pools, as runtime/engine/memory_sizing.py will size them from measured memory."""
-    return fixed_slots.size("bundled", candidate, UTILIZATION, WORKING_SET_BYTES, DEFAULT_MAX_SEQS)
+    # Prefix caching keeps one state checkpoint per running request (runtime/engine/config.py).
+    return fixed_slots.size("bundled", candidate, UTILIZATION, WORKING_SET_BYTES, DEFAULT_MAX_SEQS,
+                            checkpoints_per_request=1)
 
 
 def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], list[str]]:

@@ -84,3 +84,19 @@ def test_amd_plans_use_aiter_and_no_buffer():
     assert plan.mamba_strategy == "no_buffer" and plan.page_size == 16
     assert "--disable-radix-cache" in argv and argv[argv.index("--attention-backend") + 1] == "aiter"
     assert plan.commands[0].env["SGLANG_USE_AITER"] == "1"
+
+
+def test_bundled_plan_pays_for_one_prefix_checkpoint_per_running_request():
+    """The bundled runtime keeps a state checkpoint per running request for prefix caching: the plan takes
+    their bytes out of the KV budget, as the runtime's measured sizing does."""
+    gpu = next(g for g in CATALOG if g.key == "H100")
+    resolved = resolve_model("Qwen3.5-9B")
+    plan = solve(PlanRequest(model="Qwen3.5-9B", gpu="H100", gpus_per_node=1, engine="bundled",
+                             max_running_requests=16), gpu, resolved)
+    figures = {figure.name: figure for figure in plan.figures}
+    state_per_slot = plan.memory["state_bytes_per_request_per_gpu"]
+    assert figures["prefix_checkpoint_bytes"].value == 16 * state_per_slot
+    assert "16 prefix-cache state checkpoints" in figures["prefix_checkpoint_bytes"].equation
+    budget = figures["kv_and_state_budget_per_gpu"].value - figures["prefix_checkpoint_bytes"].value
+    used = 16 * state_per_slot + plan.memory["kv_tokens"] * plan.memory["kv_bytes_per_token_per_gpu"]
+    assert budget - 16 * plan.memory["kv_bytes_per_token_per_gpu"] < used <= budget
