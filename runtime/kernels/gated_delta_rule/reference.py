@@ -59,15 +59,21 @@ def _prepare(q, k, v, g, beta, scale: float | None):
 
 
 def _recurrent(q, k, v, g, beta, state, scale=None):
-    """Token by token over [B, T, ...] inputs from state [B, Hv, Dk, Dv]: (out [B, T, Hv, Dv] fp32, final state)."""
+    """Token by token over [B, T, ...] inputs from state [B, Hv, Dk, Dv]: (out [B, T, Hv, Dv] fp32, final state).
+
+    An fp32 `state` is updated in place (callers pass their own gathered copy): one pass over the
+    state per operation instead of a new tensor each, which is most of a CPU decode step's GDN time.
+    """
     q, k, v, g, beta = _prepare(q, k, v, g, beta, scale)
     state = state.float()
+    batch, heads, _, dk = k.shape
+    flat = state.view(batch * heads, dk, state.shape[-1])
     outputs = []
     for t in range(k.shape[2]):
-        state = state * g[:, :, t, None, None].exp()
+        state.mul_(g[:, :, t, None, None].exp())
         predicted = torch.einsum("bhkv,bhk->bhv", state, k[:, :, t])
         update = beta[:, :, t, None] * (v[:, :, t] - predicted)
-        state = state + k[:, :, t, :, None] * update[:, :, None, :]
+        flat.baddbmm_(k[:, :, t].reshape(batch * heads, dk, 1), update.reshape(batch * heads, 1, -1))
         outputs.append(torch.einsum("bhkv,bhk->bhv", state, q[:, :, t]))
     out = torch.stack(outputs, dim=2) if outputs else v.new_zeros(v.shape)
     return out.transpose(1, 2).contiguous(), state
@@ -126,8 +132,18 @@ def _chunked(q, k, v, g, beta, state, chunk_size: int, scale=None):
 def _slot_states(state_pool: torch.Tensor, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(live [B] bool, the slots' states [B, Hv, Dk, Dv], zero for padding)."""
     live = slots >= 0
-    states = state_pool.index_select(0, slots.long().clamp(min=0)) * live[:, None, None, None]
+    states = state_pool.index_select(0, slots.long().clamp(min=0)).float()
+    if not bool(live.all()):
+        states.masked_fill_(~live[:, None, None, None], 0.0)
     return live, states
+
+
+def _store_states(state_pool: torch.Tensor, slots: torch.Tensor, live: torch.Tensor, states: torch.Tensor) -> None:
+    """Write the live rows' states back to their slots."""
+    if bool(live.all()):
+        state_pool.index_copy_(0, slots.long(), states.to(state_pool.dtype))
+    elif bool(live.any()):
+        state_pool.index_copy_(0, slots.long()[live], states[live].to(state_pool.dtype))
 
 
 def chunk_gated_delta_rule_varlen(q, k, v, a, b, A_log, dt_bias, cu_seqlens, state_pool, slots,
@@ -155,8 +171,7 @@ def fused_recurrent_gated_delta_rule_update(q, k, v, a, b, A_log, dt_bias, state
     g, beta = gdn_gates(a, b, A_log, dt_bias)
     live, states = _slot_states(state_pool, slots)
     o, states = _recurrent(q[:, None], k[:, None], v[:, None], g[:, None], beta[:, None], states, scale)
-    if bool(live.any()):
-        state_pool.index_copy_(0, slots.long()[live], states[live])
+    _store_states(state_pool, slots, live, states)
     result = (o[:, 0] * live[:, None, None]).to(v.dtype)
     if out is None:
         return result
@@ -181,5 +196,4 @@ def fused_recurrent_gated_delta_rule_commit(q, k, v, a, b, A_log, dt_bias, state
     keep = (torch.arange(q.shape[1], device=q.device)[None, :] < accepted.to(q.device)[:, None])[..., None]
     live, states = _slot_states(state_pool, slots)
     _, states = _recurrent(q, k, v, g.masked_fill(~keep, 0.0), beta.masked_fill(~keep, 0.0), states)
-    if bool(live.any()):
-        state_pool.index_copy_(0, slots.long()[live], states[live])
+    _store_states(state_pool, slots, live, states)
