@@ -11,8 +11,9 @@ Workloads, each the same language for both libraries:
   tool_calls   two tools in the qwen3_coder call format (llguidance: the engine's own Lark grammar;
                xgrammar: the same grammar written in its EBNF, which has no inline JSON schema).
 Compile: a fresh compile each repeat (no cache), median. Mask: B matchers walk one valid
-document token by token; per step, the time to fill all B masks (llguidance: its parallel
-executor; xgrammar: BatchGrammarMatcher), median over the document's steps. The tokenizer is
+document token by token; per step, the time to fill all B masks (llguidance: row after row on
+the calling thread, as the engine does, and with its thread pool; xgrammar: BatchGrammarMatcher,
+which uses its own threads), median over the document's steps. The tokenizer is
 the demo checkpoint's: Qwen3.5's 248,077 ids (byte-level BPE with the same added tokens) and
 logits 248,320 wide; the real checkpoint's trie has different words, so treat the figures as
 the shape of the cost, and rerun with --tokenizer on a real tokenizer.json.
@@ -25,9 +26,11 @@ import os
 import platform
 import statistics
 import time
+from typing import Annotated, Literal
 
 import llguidance
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from qwen35.runtime.engine.grammar.constraints import json_schema_constraint
 from qwen35.runtime.engine.grammar.tool_grammar import tool_choice_constraint
@@ -35,18 +38,20 @@ from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS
 from qwen35.runtime.tokenizer.demo_tokenizer import demo_tokenizer_json
 
 VOCAB = 248320
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 24},
-        "age": {"type": "integer", "minimum": 0, "maximum": 130},
-        "colour": {"enum": ["red", "green", "blue"]},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 4},
-        "member": {"type": "boolean"},
-    },
-    "required": ["name", "age", "colour", "tags", "member"],
-    "additionalProperties": False,
-}
+
+
+class Person(BaseModel):
+    """The json_schema workload, as a client's `parse(response_format=Person)` sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=24)
+    age: int = Field(ge=0, le=130)
+    colour: Literal["red", "green", "blue"]
+    tags: list[Annotated[str, Field(max_length=12)]] = Field(max_length=4)
+    member: bool
+
+
+SCHEMA = Person.model_json_schema()
 SCHEMA_DOCUMENT = '{"name": "Ada Lovelace", "age": 36, "colour": "green", "tags": ["maths", "engines"], "member": true}'
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -78,7 +83,7 @@ def timed(function, repeats: int) -> float:
 
 
 class Llguidance:
-    """llguidance as the engine drives it: one LLMatcher per row, the parallel executor fills the masks."""
+    """llguidance as the engine drives it: one LLMatcher per row, masks filled one row after another."""
 
     name = "llguidance"
 
@@ -86,7 +91,6 @@ class Llguidance:
         start = time.perf_counter()
         self.tokenizer = llguidance.LLTokenizer(tokenizer_json, n_vocab=VOCAB, eos_token=list(DEFAULT_STOP_TOKEN_IDS))
         self.setup_seconds = time.perf_counter() - start
-        self.executor = llguidance.LLExecutor()
         self.grammars = {
             "json_schema": llguidance.LLMatcher.grammar_from_json_schema(json_schema_constraint(SCHEMA).source),
             "tool_calls": llguidance.LLMatcher.grammar_from_lark(
@@ -104,16 +108,33 @@ class Llguidance:
     def compile_seconds(self, workload: str, repeats: int) -> float:
         return timed(lambda: self.matchers(self.grammars[workload], 1), repeats)
 
+    def fill(self, matchers, mask: torch.Tensor) -> None:
+        for row, matcher in enumerate(matchers):
+            matcher.unsafe_compute_mask_ptr(mask[row].data_ptr(), mask.shape[1] * 4)
+
     def walk(self, matchers, tokens: list[int]) -> list[float]:
         mask = torch.empty(len(matchers), (VOCAB + 31) // 32, dtype=torch.int32)
-        work = [(m, i) for i, m in enumerate(matchers)]
         steps = []
         for token in tokens:
             start = time.perf_counter()
-            self.executor.unsafe_compute_mask_ptr(work, mask.data_ptr(), mask.shape[1] * 4, len(matchers))
+            self.fill(matchers, mask)
             steps.append(time.perf_counter() - start)
             assert all(m.consume_token(token) for m in matchers), matchers[0].get_error()
         return steps
+
+
+class LlguidancePool(Llguidance):
+    """llguidance with its thread pool filling the rows in parallel (not what the engine uses: bitmask.py)."""
+
+    name = "llguidance-pool"
+
+    def __init__(self, tokenizer_json: str):
+        super().__init__(tokenizer_json)
+        self.executor = llguidance.LLExecutor()
+
+    def fill(self, matchers, mask: torch.Tensor) -> None:
+        work = [(matcher, row) for row, matcher in enumerate(matchers)]
+        self.executor.unsafe_compute_mask_ptr(work, mask.data_ptr(), mask.shape[1] * 4, len(matchers))
 
 
 class Xgrammar:
@@ -158,7 +179,7 @@ class Xgrammar:
 
 
 def backends(tokenizer_json: str) -> list:
-    found = [Llguidance(tokenizer_json)]
+    found = [Llguidance(tokenizer_json), LlguidancePool(tokenizer_json)]
     try:
         found.append(Xgrammar(tokenizer_json))
     except ImportError as missing:
@@ -207,8 +228,8 @@ def main() -> None:
     for row in rows:
         ratios.setdefault(row["workload"], {})[row["backend"]] = row
     for workload, pair in ratios.items():
-        if len(pair) == 2:
-            fast, slow = pair["llguidance"], pair["xgrammar"]
+        if "xgrammar" in pair:
+            fast, slow = pair["llguidance"], pair.get("xgrammar")
             print(f"{workload}: xgrammar / llguidance compile {slow['compile_ms'] / fast['compile_ms']:.2f}x, "
                   + ", ".join(f"mask b{b} {slow[f'mask_us_b{b}'] / fast[f'mask_us_b{b}']:.2f}x" for b in args.batches))
 

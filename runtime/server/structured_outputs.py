@@ -18,7 +18,7 @@ from qwen35.runtime.engine.grammar.constraints import (Constraint, GrammarError,
                                                        json_schema_constraint, regex_constraint,
                                                        response_format_constraint)
 from qwen35.runtime.engine.grammar.tool_grammar import tool_choice_constraint
-from qwen35.runtime.server.errors import bad_request
+from qwen35.runtime.server.errors import APIError, bad_request
 from qwen35.runtime.server.serving import ServerState
 
 _STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice")
@@ -31,8 +31,7 @@ def request_constraint(body: Any, tools: list[dict[str, Any]] | None = None,
         found = [(name, constraint) for name, constraint in _constraints(body, tools, tool_choice)
                  if constraint is not None]
     except GrammarError as error:
-        raise bad_request(f"Invalid value for '{error.param}': {error.message}.", error.param, "invalid_value") \
-            from None
+        raise _bad_constraint(error, "invalid_value") from None
     if len(found) > 1:
         names = ", ".join(f"'{name}'" for name, _ in found)
         raise bad_request(f"The request constrains its output twice ({names}); send one of them.", found[1][0],
@@ -62,6 +61,12 @@ def _constraints(body: Any, tools, tool_choice):
         yield "tool_choice", tool_choice_constraint(tools, tool_choice, body.parallel_tool_calls)
 
 
+def _bad_constraint(error: GrammarError, code: str) -> APIError:
+    """A 400 with the constraint error's message (which names its field) and the hint."""
+    message = error.message.rstrip(". \n")
+    return bad_request(f"{message}; {error.hint}." if error.hint else f"{message}.", error.param, code)
+
+
 def _schema(value: Any, param: str) -> Any:
     """A JSON schema sent as an object or as JSON text (vLLM takes both)."""
     if not isinstance(value, str):
@@ -77,8 +82,7 @@ async def compile_constraint(state: ServerState, constraint: Constraint) -> None
     try:
         compiled, fresh = await asyncio.to_thread(state.engine.compile, constraint)
     except GrammarError as error:
-        raise bad_request(f"Invalid value for '{error.param}': {error.message}.", error.param, "invalid_schema") \
-            from None
+        raise _bad_constraint(error, "invalid_schema") from None
     if fresh:
         state.metrics.grammar_compile_seconds.observe(compiled.compile_seconds)
     else:

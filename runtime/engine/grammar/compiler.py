@@ -80,8 +80,8 @@ class GrammarCompiler:
         template = llguidance.LLMatcher(self.tokenizer, _grammar_text(constraint), log_level=0)
         seconds = time.perf_counter() - start
         if template.is_error():
-            raise GrammarError(f"'{constraint.param or constraint.kind}' cannot be used: {template.get_error()}",
-                               constraint.param or constraint.kind,
+            param = constraint.param or constraint.kind
+            raise GrammarError(f"'{param}' cannot be used: {_first_lines(template.get_error())}", param,
                                "fix the schema or pattern, or leave out the keywords named")
         compiled = CompiledGrammar(constraint, template, seconds)
         with self._lock:
@@ -91,6 +91,12 @@ class GrammarCompiler:
             self.stats.compiles += 1
             self.stats.compile_seconds += seconds
         return compiled, True
+
+
+def _first_lines(message: str, limit: int = 400) -> str:
+    """llguidance's error without the parser state and grammar dump it appends, at most `limit` characters."""
+    message = message.split("\n<state>")[0].strip()
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def _grammar_text(constraint: Constraint) -> str:

@@ -52,6 +52,24 @@ class GrammarMatcher:
             return 0
         return drafts.index(THINK_END_ID) + 1 if THINK_END_ID in drafts else None
 
+    def fill_masks(self, address: int, mask_bytes: int, drafts: Sequence[int] = ()) -> None:
+        """Write next-token masks of mask_bytes each from address: row 0 for the next token, row j + 1 for the token
+        after drafts[:j + 1], as far as the grammar takes the drafts; rows it masks nothing in (reasoning) and rows
+        past a refused draft are left as they are. The matcher ends where it began (drafts are rolled back)."""
+        offset = self.mask_offset(drafts)
+        if offset is None:
+            return
+        drafts = list(drafts[offset:])
+        taken = self.matcher.validate_tokens(drafts) if drafts else 0
+        self.matcher.unsafe_compute_mask_ptr(address + offset * mask_bytes, mask_bytes)
+        for j, token in enumerate(drafts[:taken]):
+            self.matcher.consume_token(token)
+            self.matcher.unsafe_compute_mask_ptr(address + (offset + j + 1) * mask_bytes, mask_bytes)
+        if taken:
+            self.matcher.rollback(taken)
+        if self.matcher.is_error():
+            raise RuntimeError(f"the grammar failed while masking: {self.matcher.get_error()}")
+
     def accept(self, token_id: int) -> None:
         """Take one generated token (the mask allowed it: anything else is a bug, so it raises)."""
         if self.in_reasoning:

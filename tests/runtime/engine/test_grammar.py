@@ -243,12 +243,14 @@ def test_reasoning_is_free_until_think_end(compiler, tokenizer):
 class RandomLogits(LogitsRunner):
     """Logits drawn from N(0, 4) per (sequence, position): at temperature 1, noise over the 248K vocabulary.
 
-    `script` forces the first tokens of every sequence (e.g. reasoning and `</think>`).
+    `script` forces the first tokens of every sequence (e.g. reasoning and `</think>`); `boost` raises some
+    tokens' logits by 8 at every step.
     """
 
-    def __init__(self, num_slots: int, script: list[int] = ()):
+    def __init__(self, num_slots: int, script: list[int] = (), boost: list[int] = ()):
         super().__init__(num_slots, 512, VOCAB)
         self.script = list(script)
+        self.boost = list(boost)
 
     def logits(self, seqs):
         rows = []
@@ -256,16 +258,19 @@ class RandomLogits(LogitsRunner):
             position = len(seq.output_ids)
             generator = torch.Generator().manual_seed(seq.seq_id * 10007 + position)
             row = torch.randn(VOCAB, generator=generator) * 2
+            row[self.boost] += 8.0
             if position < len(self.script):
                 row[self.script[position]] = 1e4
             rows.append(row)
         return torch.stack(rows)
 
 
-def generate(tokenizer, compiler, constraint, count: int, prompt_ids=(1, 2, 3), script=(), max_tokens=160):
+def generate(tokenizer, compiler, constraint, count: int, prompt_ids=(1, 2, 3), script=(), max_tokens=160,
+             boost=()):
     """`count` seeded choices of one prompt under the constraint; (text, finish_reason) per choice."""
     config = EngineConfig(max_running_requests=count, max_model_len=512)
-    engine = LLMEngine(RandomLogits(count, list(script)), config, tokenizer, DEFAULT_STOP_TOKEN_IDS, compiler)
+    engine = LLMEngine(RandomLogits(count, list(script), list(boost)), config, tokenizer, DEFAULT_STOP_TOKEN_IDS,
+                       compiler)
     params = [SamplingParams(temperature=1.0, seed=seed, max_tokens=max_tokens, constraint=constraint)
               for seed in range(count)]
     seqs = engine.add_request(list(prompt_ids), params)
@@ -281,6 +286,19 @@ def test_random_logits_follow_a_json_schema_every_time(tokenizer, compiler):
         jsonschema.validate(json.loads(text), PERSON)
     free = generate(tokenizer, compiler, None, 2, max_tokens=20)
     assert all(not text.startswith("{") for text, _ in free)  # without the mask the noise is not JSON
+
+
+def test_json_object_gives_objects(tokenizer, compiler):
+    # Free strings and objects end only when the noise picks a closing token, so closers are boosted;
+    # the boosted tokens in noise order are not JSON either.
+    closers = [tokenizer.encode(text)[0] for text in ('"', "}", "]", "1", "true")]
+    results = generate(tokenizer, compiler, json_object_constraint(), 6, boost=closers)
+    for text, finish in results:
+        assert finish == "stop" and isinstance(json.loads(text), dict), text
+    free = generate(tokenizer, compiler, None, 2, max_tokens=20, boost=closers)
+    for text, _ in free:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
 
 
 def test_random_logits_follow_regex_choice_and_tool_calls(tokenizer, compiler):
