@@ -332,6 +332,8 @@ def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], 
     if settings.mamba_ssm_dtype != "fp32":
         base += ["--mamba-ssm-dtype", {"bf16": "bfloat16", "fp16": "float16"}[settings.mamba_ssm_dtype]]
     base += ["--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder"]
+    # Structured outputs on the bundled runtime's library: the same JSON-schema coverage on every engine.
+    base += ["--grammar-backend", "llguidance"]
     env: dict[str, str] = {}
     backend = _mm_attention_backend(settings)
     if backend:

@@ -69,6 +69,10 @@ def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], 
         "--max-num-seqs", str(settings.max_running_requests),
         "--reasoning-parser", "qwen3",
         "--enable-auto-tool-choice", "--tool-call-parser", "qwen3_coder",
+        # Structured outputs on the bundled runtime's library (llguidance, vLLM's "guidance"): the same JSON-schema
+        # coverage on every engine. The dotted flag replaced --guided-decoding-backend in 0.10.2, long before
+        # Qwen3.5 support.
+        "--structured-outputs-config.backend", "guidance",
     ]
     if settings.mamba_ssm_dtype != "fp32":
         argv += ["--mamba-ssm-cache-dtype", {"bf16": "bfloat16", "fp16": "float16"}[settings.mamba_ssm_dtype]]

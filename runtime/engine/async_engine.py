@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from qwen35.runtime.engine.grammar.compiler import CompiledGrammar
+from qwen35.runtime.engine.grammar.constraints import Constraint
 from qwen35.runtime.engine.llm_engine import LLMEngine
 from qwen35.runtime.engine.multimodal import MediaInputs
 from qwen35.runtime.engine.outputs import GenerationOutput, TokenLogprob
@@ -141,6 +143,10 @@ class AsyncEngine:
         self._thread = None
         await asyncio.sleep(0)  # outputs the last step posted are delivered before the aborts
         self._deliver(self._settle(self.engine.end_all("abort", "the server is shutting down")), time.monotonic())
+
+    def compile(self, constraint: Constraint) -> tuple[CompiledGrammar, bool]:
+        """The constraint's compiled grammar and whether this call compiled it (thread-safe; GrammarError)."""
+        return self.engine.compile(constraint)
 
     def check_fits(self, prompt_len: int, max_tokens: int) -> None:
         """Raise ValueError if a prompt plus max_tokens can never be served."""

@@ -16,6 +16,9 @@ from typing import Protocol
 
 from qwen35.runtime.engine.config import EngineConfig
 from qwen35.runtime.engine.detokenize import IncrementalDetokenizer
+from qwen35.runtime.engine.grammar.compiler import CompiledGrammar, GrammarCompiler
+from qwen35.runtime.engine.grammar.constraints import Constraint, GrammarError
+from qwen35.runtime.engine.grammar.matcher import opens_reasoning
 from qwen35.runtime.engine.multimodal import MediaInputs, RequestMedia
 from qwen35.runtime.engine.outputs import GenerationOutput
 from qwen35.runtime.engine.sampling import SamplingParams
@@ -44,7 +47,8 @@ class Runner(Protocol):
 class LLMEngine:
     """A runner, the scheduler that owns the books, and the tokenizer that turns tokens into text."""
 
-    def __init__(self, runner: Runner, config: EngineConfig, tokenizer=None, eos_token_ids: Seq[int] = ()):
+    def __init__(self, runner: Runner, config: EngineConfig, tokenizer=None, eos_token_ids: Seq[int] = (),
+                 grammars: GrammarCompiler | None = None):
         self.runner = runner
         self.config = config
         self.tokenizer = tokenizer
@@ -56,6 +60,8 @@ class LLMEngine:
         self.accepted_tokens = 0
         self._ids = count()
         self._in_flight: ScheduledBatch | None = None
+        self._grammars = grammars  # None: made on the first constraint (a ~2 s token trie over the tokenizer)
+        self._grammars_lock = threading.Lock()
 
     @property
     def takes_media(self) -> bool:
@@ -71,12 +77,28 @@ class LLMEngine:
         """Raise ValueError if a prompt plus max_tokens can never be served."""
         self.scheduler.check_fits(prompt_len, max_tokens)
 
+    @property
+    def grammars(self) -> GrammarCompiler:
+        """The grammar compiler over this engine's tokenizer and logits width (GrammarError without a tokenizer)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                if self.tokenizer is None:
+                    raise GrammarError("constrained output needs the engine's tokenizer", "constraint")
+                stops = self.eos_token_ids or frozenset(self.tokenizer.eos_token_ids)
+                self._grammars = GrammarCompiler.for_tokenizer(self.tokenizer, self.runner.vocab_size, stops)
+            return self._grammars
+
+    def compile(self, constraint: Constraint) -> tuple[CompiledGrammar, bool]:
+        """The constraint's compiled grammar (cached) and whether this call compiled it; GrammarError if it cannot."""
+        return self.grammars.compile(constraint)
+
     def add_request(self, prompt_ids: Seq[int], params: Seq[SamplingParams], media: MediaInputs | None = None,
                     skip_special_tokens: bool = True) -> list[Sequence]:
         """Queue one sequence per SamplingParams, all or none (QueueFull, ValueError).
 
         `media`: the prompt's preprocessed images and videos (prompt ids already expanded to one
-        pad per embedding), embedded once and shared by the choices.
+        pad per embedding), embedded once and shared by the choices. A choice whose params carry a
+        constraint follows its grammar (compiled here unless cached; GrammarError if it cannot be).
         """
         prompt = [int(t) for t in prompt_ids]
         if media is not None and media.num_items and not self.takes_media:
@@ -147,6 +169,8 @@ class LLMEngine:
                        if self.tokenizer is not None else None)
         seq = Sequence(next(self._ids), prompt, params, stop_ids, detokenizer, media)
         seq.cache_seed = media.digest if media is not None else 0
+        if params.constraint is not None:
+            seq.grammar = self.compile(params.constraint)[0].matcher(in_reasoning=opens_reasoning(prompt))
         return seq
 
     def _check_no_pads(self, prompt: list[int]) -> None:

@@ -1,9 +1,11 @@
-"""The sampling side of an engine step: per-slot token history, the generator, and the batch's tensors.
+"""The sampling side of an engine step: per-slot token history, the generator, grammar masks and the batch's tensors.
 
 `Sampler` belongs to the engine thread (through the runner). Slots are the sequences' state
 slots, so a sequence's history row lives as long as it runs. In steady decoding the same
 sequences are sampled step after step, each one token further: then the device tensors of the
-SamplingBatch stay and only its step counters move (on the device).
+SamplingBatch stay and only its step counters move (on the device). Rows whose sequence follows a
+grammar (seq.grammar) have their logits masked in the same step, and their matchers take the
+sampled tokens.
 """
 from __future__ import annotations
 
@@ -11,18 +13,22 @@ from collections.abc import Sequence as Seq
 
 import torch
 
+from qwen35.runtime.engine.grammar.bitmask import TokenBitmask
 from qwen35.runtime.engine.outputs import TokenLogprob
 from qwen35.runtime.engine.sampling import SamplingBatch, TokenHistory, sample
 from qwen35.runtime.engine.sequence import Sequence
 
+IMPOSSIBLE_LOGPROB = -9999.0
+
 
 class Sampler:
-    """Token history per slot, the unseeded generator, and the sampling tensors kept across steady steps."""
+    """Token history per slot, the unseeded generator, grammar masks, and the sampling tensors kept across steady steps."""
 
     def __init__(self, num_slots: int, vocab_size: int, device: torch.device, seed: int):
         self.device = device
         self.history = TokenHistory(num_slots, vocab_size, device=device)
         self.generator = torch.Generator(device).manual_seed(seed)
+        self.bitmask = TokenBitmask(vocab_size, device)
         self._cached: tuple[tuple[int, ...], list[int], SamplingBatch, torch.Tensor] | None = None
 
     def start(self, seq: Sequence) -> None:
@@ -44,13 +50,24 @@ class Sampler:
         return batch, slots
 
     def sample(self, logits: torch.Tensor, seqs: Seq[Sequence]) -> tuple[list[list[int]], list[list[TokenLogprob | None]]]:
-        """One token per sequence from logits [B, V]; counted in the history."""
+        """One token per sequence from logits [B, V] (masked in place where a grammar constrains); counted in the
+        history and taken by the grammars."""
         batch, slots = self.batch_for(seqs)
+        if any(seq.grammar is not None and seq.grammar.constrains for seq in seqs):
+            self.bitmask.apply(logits, [seq.grammar for seq in seqs])
         result = sample(logits, batch, self.history, slots, self.generator)
         self.history.append(slots, result.token_ids)
-        token_ids = result.token_ids.tolist()
-        logprobs = token_logprobs(seqs, [[t] for t in token_ids], result.logprobs, result.top_ids, result.top_logprobs)
-        return [[t] for t in token_ids], logprobs
+        token_ids = [[t] for t in result.token_ids.tolist()]
+        self.advance_grammars(seqs, token_ids)
+        return token_ids, token_logprobs(seqs, token_ids, result.logprobs, result.top_ids, result.top_logprobs)
+
+    @staticmethod
+    def advance_grammars(seqs: Seq[Sequence], token_ids: list[list[int]]) -> None:
+        """Each grammar-following sequence's matcher takes the tokens the step emitted for it."""
+        for seq, tokens in zip(seqs, token_ids):
+            if seq.grammar is not None:
+                for token in tokens:
+                    seq.grammar.accept(token)
 
 
 def token_logprobs(seqs: Seq[Sequence], token_ids: list[list[int]], chosen: torch.Tensor | None,
@@ -58,11 +75,13 @@ def token_logprobs(seqs: Seq[Sequence], token_ids: list[list[int]], chosen: torc
     """Per sequence and emitted token, its TokenLogprob when the sequence asked for logprobs.
 
     chosen [B] or [B, T], top_ids / top_values [B, N] or [B, T, N] (T tokens per row); None: no row asked.
+    Tokens a grammar refused have logprob -inf, reported as OpenAI's -9999.0 (JSON has no infinity).
     """
     if chosen is None:
         return [[None] * len(tokens) for tokens in token_ids]
     chosen = chosen.reshape(len(seqs), -1)
     shape = (*chosen.shape, top_ids.shape[-1])
+    top_values = top_values.nan_to_num(neginf=IMPOSSIBLE_LOGPROB)
     chosen, ids, values = chosen.tolist(), top_ids.reshape(shape).tolist(), top_values.reshape(shape).tolist()
     out = []
     for i, (seq, tokens) in enumerate(zip(seqs, token_ids)):

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import torch
 
+from qwen35.runtime.engine.grammar.constraints import Constraint
+
 GREEDY_TEMPERATURE = 1e-5  # at or below this a row is sampled greedily (vLLM's epsilon)
 MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit
 MAX_N = 128  # OpenAI's limit on choices per request
@@ -49,6 +51,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # top-N alternatives to return; 0: only the chosen token's
     n: int = 1
+    constraint: Constraint | None = None  # a grammar the output must follow (json schema, regex, tool calls)
 
     @property
     def greedy(self) -> bool:

@@ -37,6 +37,7 @@ class Sequence:
     stop_ids: frozenset[int] = frozenset()
     detokenizer: IncrementalDetokenizer | None = None
     media: Any = None  # RequestMedia of the prompt's images and videos, until its prefill completes
+    grammar: Any = None  # the GrammarMatcher its output follows (None: unconstrained)
     output_ids: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     slot: int | None = None  # linear-attention state slot, also the row of every per-slot table

@@ -7,6 +7,10 @@ One `speculate` step for the decoding sequences, each with L tokens cached and l
   2. verify: one main forward in VERIFY mode over [t_L, d_1 .. d_k] for every sequence (Gated
      DeltaNet state read, not written);
   3. accept: rejection_sampler.verify_drafts decides n accepted drafts and one more token;
+     Rows that follow a grammar have every verified position masked first (the mask after the
+     drafts before it), so a draft the grammar refuses has target probability 0 and is
+     rejected, and the correction or bonus token is drawn from the masked target; the drafts
+     themselves are proposed unmasked.
   4. commit: the GDN layers keep the state of the n + 1 kept tokens (TextModel.commit); the
      KV written for rejected drafts is never read (the sequence's length excludes it). The
      head's chained entries are dropped (they came from draft hidden states, not main ones),
@@ -109,6 +113,9 @@ class MtpDrafter:
             counts, prompt_mask = sampler.history.rows(slots)
         last = torch.tensor([seq.last_token for seq in seqs], dtype=torch.long, device=runner.device)
         drafts, draft_probs = self._draft(seqs, last, batch, counts, prompt_mask)
+        grammars = [seq.grammar for seq in seqs]
+        # Read before the verify is queued, so the copy waits for the drafts only.
+        draft_ids = drafts.tolist() if any(grammar is not None for grammar in grammars) else None
 
         state_slots = slots.to(torch.int32)
         tokens = torch.cat([last[:, None], drafts], dim=1)  # [B, k + 1]
@@ -116,6 +123,9 @@ class MtpDrafter:
                               state_slots, runner.block_table_rows(state_slots), runner.page_size)
         hidden = model.language_model(verify, runner.cache, runner.kernels).view(len(seqs), k + 1, -1)
         logits = model.compute_logits(hidden)
+        if draft_ids is not None and any(grammar is not None and grammar.mask_offset(row) is not None
+                                         for grammar, row in zip(grammars, draft_ids)):
+            sampler.bitmask.apply_with_drafts(logits, grammars, draft_ids)
         verdict = verify_drafts(logits, drafts, draft_probs, batch, counts, prompt_mask, sampler.generator)
         emitted = verdict.num_accepted + 1
         model.language_model.commit(verify, emitted, runner.cache, runner.kernels)
@@ -126,6 +136,7 @@ class MtpDrafter:
         sampler.history.append(slots[:, None].expand(-1, k + 1)[kept], verdict.tokens[kept])
         accepted = verdict.num_accepted.tolist()
         token_ids = [row[:count + 1] for row, count in zip(verdict.tokens.tolist(), accepted)]
+        sampler.advance_grammars(seqs, token_ids)
         for seq, count in zip(seqs, accepted):
             self.pending_count[seq.slot] = count + 1
         chosen = top_ids = top_values = None

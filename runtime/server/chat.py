@@ -24,6 +24,7 @@ from qwen35.runtime.server.parsers.tool_calls import ToolCallDelta, ToolCallPars
 from qwen35.runtime.server.protocol import ChatCompletionRequest
 from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
                                            read_json_body, request_id, timeout_error, usage)
+from qwen35.runtime.server.structured_outputs import compile_constraint, request_constraint
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 
@@ -48,14 +49,6 @@ class ChatChoice:
         self.logprobs: list = []
         self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
-        self.primed: list[ToolCallDelta] = []
-        if prepared.forced_prefix and self.tool_parser is not None:
-            self.primed = self.tool_parser.feed(prepared.forced_prefix).tool_calls
-
-    def take_primed(self) -> dict[str, Any]:
-        """The delta for the call start written into the prompt (tool_choice), once."""
-        primed, self.primed = self.primed, []
-        return self._delta("", "", primed)
 
     def feed(self, output: GenerationOutput) -> dict[str, Any]:
         """The delta (content / reasoning_content / tool_calls) one engine output adds."""
@@ -133,6 +126,11 @@ async def create_chat_completion(request: Request, state: ServerState):
     max_tokens = state.resolve_max_tokens(requested, len(prepared.prompt_ids), param, "messages")
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = state.sampling_params(body, max_tokens, logprobs)
+    constraint = request_constraint(body, prepared.tools, prepared.tool_choice)
+    if constraint is not None:
+        await compile_constraint(state, constraint)
+        for param in params:
+            param.constraint = constraint
     handles = state.submit(prepared.prompt_ids, params, body.skip_special_tokens, media=media)
     choices = [ChatChoice(prepared, body.parallel_tool_calls) for _ in handles]
     meta = {"id": request_id("chatcmpl"), "created": int(time.time()), "model": model}
@@ -179,11 +177,8 @@ async def _stream(state: ServerState, body: ChatCompletionRequest, prepared: Pre
         return choice_chunk(meta, "chat.completion.chunk", entry, choices[index].stop_reason, token_ids, include_usage)
 
     try:
-        for index, choice in enumerate(choices):
+        for index in range(len(choices)):
             yield chunk(index, {"role": "assistant", "content": ""})
-            primed = choice.take_primed()
-            if primed:
-                yield chunk(index, primed)
         async for index, output in merge_outputs(handles, state.deadline()):
             failure = engine_failure(output)
             if failure is not None:

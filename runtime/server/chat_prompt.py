@@ -1,9 +1,7 @@
 """Turn a chat request into prompt text: check messages and tools, apply tool_choice and thinking.
 
-`tool_choice` without constrained decoding: "required" and a named function are enforced by
-writing the start of the call into the prompt (`<tool_call>\\n<function=` and, for a named
-function, its name), so the model can only continue the call. A forced call skips
-reasoning: an open `<think>` block is closed first.
+The prompt lists the tools unless tool_choice is "none"; a "required" or named tool_choice is
+enforced by the output grammar (structured_outputs.py), not by the prompt.
 """
 from __future__ import annotations
 
@@ -16,7 +14,6 @@ from qwen35.planner.errors import InputError
 from qwen35.runtime.server.errors import APIError, bad_request
 from qwen35.runtime.server.media_parts import MediaPart, media_part
 from qwen35.runtime.server.parsers.reasoning import prompt_opens_reasoning
-from qwen35.runtime.server.parsers.tool_calls import FUNCTION_START, TOOL_CALL_START
 from qwen35.runtime.server.protocol import ChatCompletionRequest, ChatMessage
 
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -30,7 +27,7 @@ class PreparedChat:
 
     prompt_text: str
     tools: list[dict[str, Any]] | None  # what the tool parser types arguments by (None: no parsing)
-    forced_prefix: str = ""  # call text written into the prompt, replayed into the parser
+    tool_choice: str | dict[str, str] = "none"  # auto, none, required, or {"name": ...}
     starts_in_reasoning: bool = False
     prompt_ids: list[int] = field(default_factory=list)
     media: list[MediaPart] = field(default_factory=list)  # images and videos in prompt order
@@ -184,11 +181,7 @@ def template_kwargs(body: ChatCompletionRequest) -> dict[str, Any]:
 
 
 def prepare_chat(body: ChatCompletionRequest, tokenizer: Any, text_only: bool) -> PreparedChat:
-    """Render the prompt text for a chat request, with tools and tool_choice applied."""
-    if body.response_format is not None and body.response_format.type != "text":
-        raise bad_request(f"response_format {body.response_format.type!r} is not supported (no constrained "
-                          "decoding yet); ask for JSON in the prompt instead.", "response_format.type",
-                          "unsupported_value")
+    """Render the prompt text for a chat request, with its tools listed unless tool_choice is "none"."""
     media: list[MediaPart] = []
     messages = template_messages(body.messages, text_only, media)
     tools, choice = check_tools(body)
@@ -200,12 +193,4 @@ def prepare_chat(body: ChatCompletionRequest, tokenizer: Any, text_only: bool) -
                                **template_kwargs(body))
     except InputError as error:
         raise bad_request(error.one_line(), "messages") from None
-    forced = ""
-    if choice == "required":
-        forced = f"{TOOL_CALL_START}\n{FUNCTION_START}"
-    elif isinstance(choice, dict):
-        forced = f"{TOOL_CALL_START}\n{FUNCTION_START}{choice['name']}>\n"
-    if forced and prompt_opens_reasoning(text):
-        text += "\n</think>\n\n"
-    text += forced
-    return PreparedChat(text, tools if choice != "none" else None, forced, prompt_opens_reasoning(text), media=media)
+    return PreparedChat(text, tools if choice != "none" else None, choice, prompt_opens_reasoning(text), media=media)

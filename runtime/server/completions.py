@@ -1,4 +1,5 @@
-"""POST /v1/completions: raw prompts (text or token ids, one or a batch), streamed or whole."""
+"""POST /v1/completions: raw prompts (text or token ids, one or a batch), streamed or whole; the output may be
+constrained (response_format, regex, choice, structured_outputs) as in chat."""
 from __future__ import annotations
 
 import time
@@ -15,6 +16,7 @@ from qwen35.runtime.server.logprobs import TokenTexts, completion_logprobs
 from qwen35.runtime.server.protocol import CompletionRequest
 from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
                                            read_json_body, request_id, timeout_error, usage)
+from qwen35.runtime.server.structured_outputs import compile_constraint, request_constraint
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 
@@ -83,12 +85,17 @@ async def create_completion(request: Request, state: ServerState):
     if body.echo and body.logprobs is not None:
         raise bad_request("'echo' together with 'logprobs' is not supported.", "echo", "unsupported_value")
     prompts = _prompts(body, state)
+    constraint = request_constraint(body)
+    if constraint is not None:
+        await compile_constraint(state, constraint)
     handles: list[RequestHandle] = []
     choices: list[_Choice] = []
     try:
         for prompt_index, (ids, text) in enumerate(prompts):
             max_tokens = state.resolve_max_tokens(body.max_tokens, len(ids))
             params = state.sampling_params(body, max_tokens, body.logprobs)
+            for param in params:
+                param.constraint = constraint
             handles += state.submit(ids, params, body.skip_special_tokens)
             choices += [_Choice(prompt_index, text if body.echo else "") for _ in params]
     except Exception:

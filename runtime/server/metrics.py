@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
                 40.0, 80.0)
+GRAMMAR_COMPILE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 ITL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -130,6 +131,10 @@ class ServerMetrics:
                                     "Share of the KV page pool held by running sequences.", kv_cache_usage)
         self.draft_tokens = Counter("qwen35_spec_decode_draft_tokens", "Draft tokens the MTP head proposed.")
         self.accepted_tokens = Counter("qwen35_spec_decode_accepted_tokens", "Draft tokens verification accepted.")
+        self.grammar_compile_seconds = Histogram("qwen35_grammar_compile_seconds",
+                                                 "Seconds to compile an output grammar (cache misses only).",
+                                                 GRAMMAR_COMPILE_BUCKETS)
+        self.grammar_cache_hits = Counter("qwen35_grammar_cache_hits", "Output grammars found compiled in the cache.")
         self.acceptance_rate = Gauge("qwen35_spec_decode_acceptance_rate",
                                      "Accepted / drafted tokens since start (0 before any draft).", self._acceptance)
 
@@ -163,7 +168,8 @@ class ServerMetrics:
                        self.generation_tokens, self.aborted,
                        self.time_to_first_token, self.inter_token_latency, self.running, self.waiting,
                        self.kv_cache_usage,
-                       self.draft_tokens, self.accepted_tokens, self.acceptance_rate):
+                       self.draft_tokens, self.accepted_tokens, self.acceptance_rate,
+                       self.grammar_compile_seconds, self.grammar_cache_hits):
             exposed = f"{metric.name}_total" if metric.kind == "counter" else metric.name
             lines.append(f"# HELP {exposed} {metric.help}")
             lines.append(f"# TYPE {exposed} {metric.kind}")

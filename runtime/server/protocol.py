@@ -4,7 +4,7 @@ Numbers and flags are strict (no "0.7" strings, no true for 1); range checks liv
 SamplingParams.validate so offline and served generation agree on them. Unknown fields are
 ignored, as vLLM and SGLang do. Extensions beyond OpenAI's API: top_k, min_p,
 repetition_penalty, stop_token_ids, ignore_eos, skip_special_tokens, return_token_ids,
-enable_thinking, chat_template_kwargs and mm_processor_kwargs.
+regex, choice, structured_outputs, enable_thinking, chat_template_kwargs and mm_processor_kwargs.
 """
 from __future__ import annotations
 
@@ -81,9 +81,10 @@ class ChatMessage(_Body):
 
 
 class ResponseFormat(_Body):
-    """response_format: only plain text is supported (no constrained decoding yet)."""
+    """response_format: text, json_object, or json_schema with {"name", "schema", "strict", "description"}."""
 
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class _Sampling(_Body):
@@ -108,6 +109,10 @@ class _Sampling(_Body):
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
     return_token_ids: StrictBool = False
+    response_format: ResponseFormat | None = None  # output constraints (structured_outputs.py): one per request
+    regex: StrictStr | None = None
+    choice: list[StrictStr] | None = None
+    structured_outputs: dict[str, Any] | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -120,7 +125,6 @@ class ChatCompletionRequest(_Sampling):
     tools: list[Tool] | None = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
     parallel_tool_calls: StrictBool = True
-    response_format: ResponseFormat | None = None
     enable_thinking: StrictBool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     mm_processor_kwargs: dict[str, Any] | None = None  # fps, num_frames, min/max_frames, min/max_pixels, size

@@ -25,8 +25,11 @@ TOOL_CALL_SCRIPT = (
     "<tool_call>\n<function=get_time>\n<parameter=zone>\nEurope/Paris\n</parameter>\n</function>\n</tool_call>"
 )
 REASONING_SCRIPT = "The user wants a number. Two plus two is four.\n</think>\n\nThe answer is 4."
+OSLO_CALL_SCRIPT = "<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</parameter>\n</function>\n</tool_call>"
 SCRIPTS = {
     "[tools]": TOOL_CALL_SCRIPT,
+    "[oslo]": OSLO_CALL_SCRIPT,
+    "[json]": '{"answer": 42, "items": ["a", "b"]}',
     "[reason]": REASONING_SCRIPT,
     "[long]": " ".join(["word"] * 200),
 }
@@ -39,11 +42,6 @@ def choose_script(prompt: str) -> str:
     turn = prompt[prompt.rfind("<|im_start|>user"):]
     if "<tool_response>" in turn:
         return TOOL_RESULT_ANSWER
-    forced = prompt.rfind("<function=")
-    if forced > prompt.rfind("<|im_start|>assistant"):
-        # tool_choice wrote the call's start into the prompt: continue it.
-        return ("get_weather>\n" if prompt.endswith("<function=") else "") + \
-            "<parameter=city>\nOslo\n</parameter>\n</function>\n</tool_call>"
     for marker, script in SCRIPTS.items():
         if marker in turn:
             return script

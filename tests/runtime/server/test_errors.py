@@ -87,7 +87,7 @@ CASES = [
     ("tool-calls-on-user", CHAT, chat(messages=[{"role": "user", "content": "x", "tool_calls": [
         {"function": {"name": "f", "arguments": "{}"}}]}]), 400, "messages[0].tool_calls", "only allowed"),
     ("response-format-json-schema", CHAT, chat(response_format={"type": "json_schema"}), 400,
-     "response_format.type", "not supported"),
+     "response_format.json_schema", "is required"),
     ("template-kwargs-reserved", CHAT, chat(chat_template_kwargs={"messages": []}), 400, "chat_template_kwargs",
      "set by the server"),
     ("stream-options-type", CHAT, chat(stream=True, stream_options={"include_usage": "yes"}), 400,

@@ -206,12 +206,12 @@ def test_tool_choice_named_required_and_none(scripted):
     named = {"type": "function", "function": {"name": "get_weather"}}
     for choice in (named, "required"):
         reply = scripted.chat.completions.create(
-            model=SCRIPTED_NAME, messages=[{"role": "user", "content": "Weather in Oslo?"}], tools=WEATHER_TOOLS,
+            model=SCRIPTED_NAME, messages=[{"role": "user", "content": "[oslo] Weather in Oslo?"}], tools=WEATHER_TOOLS,
             tool_choice=choice)
         (call,) = reply.choices[0].message.tool_calls
         assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Oslo"})
         assert reply.choices[0].finish_reason == "tool_calls"
-        calls, _, _ = _stream_calls(scripted, messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        calls, _, _ = _stream_calls(scripted, messages=[{"role": "user", "content": "[oslo] Weather in Oslo?"}],
                                     tools=WEATHER_TOOLS, tool_choice=choice)
         assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("get_weather", {"city": "Oslo"})]
 

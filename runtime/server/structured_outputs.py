@@ -1,0 +1,89 @@
+"""The one output constraint of a request, from `response_format`, `tool_choice`, or the guided-decoding
+extensions, compiled before the request is queued so a bad schema answers 400 and nothing else.
+
+Extensions (in `extra_body`), as SGLang and vLLM spell them:
+  "regex": "...", "choice": ["a", "b"]            (top level)
+  "structured_outputs": {"json": {...}} / {"regex": "..."} / {"choice": [...]}   (vLLM)
+A request may carry one of these, or a json `response_format`, or a "required" / named
+`tool_choice`: two at once are refused, since no output could be held to both.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from qwen35.runtime.engine.grammar.constraints import (Constraint, GrammarError, choice_constraint,
+                                                       json_schema_constraint, regex_constraint,
+                                                       response_format_constraint)
+from qwen35.runtime.engine.grammar.tool_grammar import tool_choice_constraint
+from qwen35.runtime.server.errors import APIError, bad_request
+from qwen35.runtime.server.serving import ServerState
+
+_STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice")
+
+
+def request_constraint(body: Any, tools: list[dict[str, Any]] | None = None,
+                       tool_choice: str | Mapping[str, Any] = "none") -> Constraint | None:
+    """The request's output constraint (None: free text); 400 for a malformed one or for two at once."""
+    try:
+        found = [(name, constraint) for name, constraint in _constraints(body, tools, tool_choice)
+                 if constraint is not None]
+    except GrammarError as error:
+        raise _bad_constraint(error, "invalid_value") from None
+    if len(found) > 1:
+        names = ", ".join(f"'{name}'" for name, _ in found)
+        raise bad_request(f"The request constrains its output twice ({names}); send one of them.", found[1][0],
+                          "conflicting_constraints")
+    return found[0][1] if found else None
+
+
+def _constraints(body: Any, tools, tool_choice):
+    if body.response_format is not None:
+        yield "response_format", response_format_constraint(body.response_format.model_dump(exclude_none=True))
+    if body.regex is not None:
+        yield "regex", regex_constraint(body.regex)
+    if body.choice is not None:
+        yield "choice", choice_constraint(body.choice)
+    for kind, value in (body.structured_outputs or {}).items():
+        param = f"structured_outputs.{kind}"
+        if kind == "json":
+            yield param, json_schema_constraint(_schema(value, param), strict=True, param=param)
+        elif kind == "regex":
+            yield param, regex_constraint(value, param)
+        elif kind == "choice":
+            yield param, choice_constraint(value, param)
+        else:
+            raise GrammarError(f"'{kind}' is not supported here; use one of {', '.join(_STRUCTURED_OUTPUT_KINDS)}",
+                               param)
+    if tools:
+        yield "tool_choice", tool_choice_constraint(tools, tool_choice, body.parallel_tool_calls)
+
+
+def _bad_constraint(error: GrammarError, code: str) -> APIError:
+    """A 400 with the constraint error's message (which names its field) and the hint."""
+    message = error.message.rstrip(". \n")
+    return bad_request(f"{message}; {error.hint}." if error.hint else f"{message}.", error.param, code)
+
+
+def _schema(value: Any, param: str) -> Any:
+    """A JSON schema sent as an object or as JSON text (vLLM takes both)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise GrammarError(f"'{param}' is not valid JSON ({error})", param) from None
+
+
+async def compile_constraint(state: ServerState, constraint: Constraint) -> None:
+    """Compile (or find cached) the constraint off the event loop; 400 naming the problem when it cannot be."""
+    try:
+        compiled, fresh = await asyncio.to_thread(state.engine.compile, constraint)
+    except GrammarError as error:
+        raise _bad_constraint(error, "invalid_schema") from None
+    if fresh:
+        state.metrics.grammar_compile_seconds.observe(compiled.compile_seconds)
+    else:
+        state.metrics.grammar_cache_hits.inc()
