@@ -36,25 +36,27 @@ class _Choice:
             self.finish_reason, self.stop_reason = output.finish_reason, output.stop_reason
 
 
-def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int], str]]:
-    """Each prompt's token ids and text (text decoded from ids when ids were sent)."""
+async def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int], str]]:
+    """Each prompt's token ids and text (decoded from ids when ids were sent, and only for echo)."""
     prompt = body.prompt
     if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
         prompt = [prompt]
     if not prompt:
         raise bad_request("Invalid value for 'prompt': it is empty.", "prompt", "invalid_value")
+    if len(prompt) > 1:  # one prompt's choices are checked as 'n'
+        state.check_capacity(len(prompt) * max(body.n, 1), "prompt")
     vocab = state.engine.vocab_size
     out = []
     for index, item in enumerate(prompt):
         if isinstance(item, str):
-            ids = state.encode(item)
+            ids = await state.encode(item)
             text = item
         else:
             bad = [t for t in item if not 0 <= t < vocab]
             if bad:
                 raise bad_request(f"Invalid value for 'prompt': token ids {bad[:5]} are outside [0, {vocab}).",
                                   "prompt", "invalid_value")
-            ids, text = list(item), state.tokenizer.decode(item)
+            ids, text = list(item), state.tokenizer.decode(item) if body.echo else ""
         if not ids:
             raise bad_request(f"Invalid value for 'prompt': prompt {index} has no tokens.", "prompt", "invalid_value")
         out.append((ids, text))
@@ -63,7 +65,7 @@ def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int
 
 async def create_completion(request: Request, state: ServerState):
     """Handle one completions request."""
-    data = await read_json_body(request, state.settings.max_body_bytes)
+    data = await read_json_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     body = parse_body(CompletionRequest, data)
     model = state.check_model(body.model)
     if body.suffix:
@@ -72,7 +74,7 @@ async def create_completion(request: Request, state: ServerState):
         raise bad_request("Invalid value for 'best_of': only best_of == n is supported.", "best_of", "unsupported_value")
     if body.echo and body.logprobs is not None:
         raise bad_request("'echo' together with 'logprobs' is not supported.", "echo", "unsupported_value")
-    prompts = _prompts(body, state)
+    prompts = await _prompts(body, state)
     handles: list[RequestHandle] = []
     choices: list[_Choice] = []
     try:

@@ -108,6 +108,7 @@ class _Sampling(_Body):
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
     return_token_ids: StrictBool = False
+    logit_bias: dict[str, StrictFloat] | None = None  # token id (as JSON keys are: a string) -> bias
 
 
 class ChatCompletionRequest(_Sampling):
