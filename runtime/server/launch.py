@@ -191,8 +191,7 @@ def log_config(level: str = "info") -> dict:
 
 def run_app(app, sock: socket.socket, level: str = "info") -> None:
     """Serve the app on an already bound socket until interrupted."""
-    import uvicorn
+    from qwen35.runtime.server.transport import build_server
 
-    config = uvicorn.Config(app, log_config=log_config(level), timeout_graceful_shutdown=5)
     logging.getLogger("qwen35").setLevel(level.upper())
-    uvicorn.Server(config).run(sockets=[sock])
+    build_server(app, log_config=log_config(level)).run(sockets=[sock])

@@ -249,7 +249,10 @@ class ServerState:
 
     def submit(self, prompt_ids: list[int], params: list[SamplingParams],
                skip_special_tokens: bool = True, media: MediaInputs | None = None) -> list[RequestHandle]:
-        """Queue the choices (with the prompt's images and videos); 503 with Retry-After when the queue is full."""
+        """Queue the choices (with the prompt's images and videos); 503 with Retry-After when the queue is full,
+        503 once the server is shutting down."""
+        if not self.engine.is_running:
+            raise APIError(503, "The server is shutting down.", code="shutting_down")
         try:
             if media is None:
                 return self.engine.submit(prompt_ids, params, skip_special_tokens=skip_special_tokens)
