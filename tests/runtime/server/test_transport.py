@@ -1,7 +1,6 @@
 """The connection layer as bad clients meet it, over raw sockets: slow heads and bodies are cut off,
 a client that leaves mid-upload is a 499 without a traceback, keep-alive requests answer at once
 (TCP_NODELAY), and /health answers while a huge prompt is tokenized."""
-import logging
 import re
 import select
 import socket
@@ -34,20 +33,6 @@ def guarded_server(demo_path, demo_tokenizer):
                               sampling_defaults={"temperature": 0.0})
     with serving(engine, demo_tokenizer, settings) as server:
         yield server
-
-
-@pytest.fixture
-def logged_errors():
-    """Every WARNING-or-worse record the server and uvicorn log while the test runs."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "qwen35")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    yield records
-    for logger in loggers:
-        logger.removeHandler(handler)
 
 
 def _connect(server) -> socket.socket:
@@ -115,7 +100,7 @@ def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(guarded_s
     assert after.get("408", 0) == before.get("408", 0) + 1
 
 
-def test_a_client_that_leaves_mid_upload_is_a_499_without_a_traceback(guarded_server, logged_errors):
+def test_a_client_that_leaves_mid_upload_is_a_499_without_a_traceback(guarded_server, server_log):
     before = _status_counts(guarded_server, CHAT)
     for _ in range(3):
         with _connect(guarded_server) as sock:
@@ -124,8 +109,8 @@ def test_a_client_that_leaves_mid_upload_is_a_499_without_a_traceback(guarded_se
              what="three 499s counted")
     after = _status_counts(guarded_server, CHAT)
     assert after.get("500", 0) == before.get("500", 0)
-    assert not [r for r in logged_errors if r.exc_info or "Traceback" in r.getMessage()], \
-        [r.getMessage() for r in logged_errors]
+    assert not [r for r in server_log if r.exc_info or "Traceback" in r.getMessage()], \
+        [r.getMessage() for r in server_log]
 
 
 def test_a_second_request_on_a_keep_alive_connection_is_not_delayed(guarded_server):
