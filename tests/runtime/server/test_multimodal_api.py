@@ -217,6 +217,19 @@ def test_bad_media_gets_a_4xx(vision_server, name, messages, extra, status, frag
     assert error["type"] == "invalid_request_error"
 
 
+def test_mm_processor_kwargs_past_every_range_are_400s(vision_server):
+    """Values a float cannot hold (a 400-digit integer) or no video has: the client's error, never a 500."""
+    video = {"type": "video_url", "video_url": {"url": _data_url(_mp4(), "video/mp4")}}
+    with httpx.Client(base_url=vision_server.url, timeout=120) as http:
+        for key in ("fps", "num_frames", "min_frames", "max_frames", "min_pixels", "max_pixels", "size"):
+            for value in (10 ** 400, 2 ** 63, 1e308, -1, "x", [1], {"shortest_edge": 10 ** 400}):
+                for part in (_image_part(), video):
+                    response = http.post(CHAT, json={"model": NAME, "messages": _user(part), "max_tokens": 1,
+                                                     "mm_processor_kwargs": {key: value}})
+                    assert response.status_code == 400, (key, value, response.text)
+                    assert response.json()["error"]["param"] == "mm_processor_kwargs"
+
+
 def test_server_keeps_serving_after_bad_media(vision_server, client):
     with httpx.Client(base_url=vision_server.url, timeout=60) as http:
         for _, messages, extra, status, _ in BAD_MEDIA[:5]:
