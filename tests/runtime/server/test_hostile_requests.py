@@ -195,3 +195,11 @@ def test_logit_bias_is_honoured(demo_server, demo_tokenizer):
     for temperature in (0.0, 1.0):
         assert tokens(temperature=temperature, logit_bias={str(first): -100})[0] != first
         assert tokens(temperature=temperature, logit_bias={str(forced): 100}) == [forced] * 3
+
+
+def test_template_variables_named_like_render_parameters_are_served(http):
+    """chat_template_kwargs {"self": 1} collided with ChatTemplate.render's own parameter: a 500."""
+    for kwargs in ({"self": 1}, {"namespace_": [1]}, {"": 1}):
+        response = http.post(CHAT, json=chat(chat_template_kwargs=kwargs, max_tokens=20))
+        assert response.status_code == 200, response.text
+        assert response.json()["choices"][0]["message"]["content"] == "Hello from the script."
