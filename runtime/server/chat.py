@@ -22,8 +22,9 @@ from qwen35.runtime.server.media_parts import prepare_media
 from qwen35.runtime.server.parsers.reasoning import ReasoningParser
 from qwen35.runtime.server.parsers.tool_calls import ToolCallDelta, ToolCallParser
 from qwen35.runtime.server.protocol import ChatCompletionRequest
-from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
-                                           read_json_body, request_id, timeout_error, usage)
+from qwen35.runtime.server.request_body import parse_body, read_json_body
+from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, request_id,
+                                           timeout_error, usage)
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 

@@ -13,8 +13,9 @@ from qwen35.runtime.engine.async_engine import GenerationOutput, RequestHandle
 from qwen35.runtime.server.errors import bad_request
 from qwen35.runtime.server.logprobs import TokenTexts, completion_logprobs
 from qwen35.runtime.server.protocol import CompletionRequest
-from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
-                                           read_json_body, request_id, timeout_error, usage)
+from qwen35.runtime.server.request_body import parse_body, read_json_body
+from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, request_id,
+                                           timeout_error, usage)
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
 

@@ -7,7 +7,7 @@
 - A deadline for every request head (`header_timeout`, from the connection's start or the
   previous answer): uvicorn's keep-alive timer stops at the first byte, so a client that
   trickles a head, or keeps sending a body no endpoint reads, would hold its connection for
-  ever. Bodies get their own deadline where they are read (serving.read_json_body, 408).
+  ever. Bodies get their own deadline where they are read (request_body.read_json_body, 408).
 - At most `max_connections` connections and requests in flight (uvicorn answers more with 503).
 - Shutdown: stop accepting, end every open generation through the engine (streams get an error
   event and [DONE], waiting requests a 503), close connections still uploading, then let uvicorn
