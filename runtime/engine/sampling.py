@@ -1,7 +1,8 @@
 """Per-request sampling parameters and the batched sampler over a [B, V] logits tensor.
 
 Order of operations (vLLM's, with the filters in the order SGLang applies them):
-penalties (repetition, frequency, presence) -> greedy argmax for temperature ~0 rows ->
+logit_bias (added to the logits, OpenAI's semantics) -> penalties (repetition, frequency,
+presence) -> greedy argmax for temperature ~0 rows ->
 temperature -> top_k -> top_p (on the top_k-renormalised distribution) -> min_p (relative to
 the most likely token) -> exponential-race sampling. vLLM applies min_p before top_k/top_p;
 the two orders differ only in which mass top_p sees.
@@ -25,6 +26,10 @@ from qwen35.runtime.engine.grammar.constraints import Constraint
 GREEDY_TEMPERATURE = 1e-5  # at or below this a row is sampled greedily (vLLM's epsilon)
 MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit
 MAX_N = 128  # OpenAI's limit on choices per request
+MAX_TOP_K = (1 << 31) - 1  # far above any vocabulary; keeps the int64 "off" sentinel above every value
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range for a bias value: -100 bans a token, 100 all but forces it
+MAX_LOGIT_BIAS_ENTRIES = 1024
+SEED_RANGE = (-(1 << 63), (1 << 63) - 1)  # a signed 64-bit integer, as OpenAI's API documents
 _TOP_K_OFF = 1 << 62
 _MASK31 = (1 << 31) - 1
 _MIX_MUL_1 = 0x4F1BBCDD  # odd multipliers below 2**31: x * c stays below 2**62 in int64
@@ -52,6 +57,7 @@ class SamplingParams:
     logprobs: int | None = None  # top-N alternatives to return; 0: only the chosen token's
     n: int = 1
     constraint: Constraint | None = None  # a grammar the output must follow (json schema, regex, tool calls)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
 
     @property
     def greedy(self) -> bool:
@@ -62,8 +68,8 @@ class SamplingParams:
         """Raise ValueError naming the first parameter that is out of range."""
         _check(0.0 <= self.temperature <= 2.0, "temperature", "must be in [0, 2]", self.temperature)
         _check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]", self.top_p)
-        _check(_is_int(self.top_k) and self.top_k >= -1, "top_k",
-               "must be an integer >= 1, or 0 / -1 for off", self.top_k)
+        _check(_is_int(self.top_k) and -1 <= self.top_k <= MAX_TOP_K, "top_k",
+               f"must be an integer in [1, {MAX_TOP_K}], or 0 / -1 for off", self.top_k)
         _check(0.0 <= self.min_p <= 1.0, "min_p", "must be in [0, 1]", self.min_p)
         _check(-2.0 <= self.presence_penalty <= 2.0, "presence_penalty", "must be in [-2, 2]",
                self.presence_penalty)
@@ -73,8 +79,8 @@ class SamplingParams:
         # already bans repeats; larger values are almost always a units mistake.
         _check(0.0 < self.repetition_penalty <= 2.0, "repetition_penalty",
                "must be in (0, 2] (1 = off)", self.repetition_penalty)
-        _check(self.seed is None or _is_int(self.seed), "seed", "must be an integer or null",
-               self.seed)
+        _check(self.seed is None or (_is_int(self.seed) and SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]),
+               "seed", "must be a 64-bit signed integer or null", self.seed)
         _check(_is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens",
                "must be an integer >= 1", self.max_tokens)
         _check(isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
@@ -87,6 +93,13 @@ class SamplingParams:
                "logprobs", f"must be an integer in [0, {MAX_LOGPROBS}] or null", self.logprobs)
         _check(_is_int(self.n) and 1 <= self.n <= MAX_N, "n", f"must be an integer in [1, {MAX_N}]",
                self.n)
+        bias = self.logit_bias
+        _check(isinstance(bias, dict) and len(bias) <= MAX_LOGIT_BIAS_ENTRIES
+               and all(_is_int(t) and 0 <= t < (1 << 31) for t in bias)
+               and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and -MAX_LOGIT_BIAS <= v <= MAX_LOGIT_BIAS for v in bias.values()),
+               "logit_bias", f"must map at most {MAX_LOGIT_BIAS_ENTRIES} token ids >= 0 to numbers in "
+               f"[-{MAX_LOGIT_BIAS:g}, {MAX_LOGIT_BIAS:g}]", bias)
 
 
 def _is_int(value) -> bool:
@@ -95,7 +108,9 @@ def _is_int(value) -> bool:
 
 def _check(ok: bool, name: str, allowed: str, value) -> None:
     if not ok:
-        raise ValueError(f"{name}: {allowed}, got {value!r}")
+        big = isinstance(value, int) and value.bit_length() > 64
+        shown = f"an integer of {value.bit_length()} bits" if big else repr(value)
+        raise ValueError(f"{name}: {allowed}, got {shown if len(shown) <= 80 else shown[:77] + '...'}")
 
 
 @dataclass
@@ -119,6 +134,7 @@ class SamplingBatch:
     needs_filter: bool
     max_logprobs: int | None  # widest top-N asked for; None when no row wants logprobs
     max_top_k: int | None = None  # widest top_k when every row sets one (host-side, no sync)
+    logit_bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows, token ids, values [N]
 
     @classmethod
     def from_params(cls, params: Sequence[SamplingParams], steps: Sequence[int] | None = None,
@@ -142,8 +158,15 @@ class SamplingBatch:
         seeding = torch.tensor([seeded, [s & _MASK31 for s in seeds], [s >> 31 for s in seeds]],
                                dtype=torch.int64).to(device)
         max_top_k = max(top_k) if rows and all(p.top_k > 0 for p in params) else None
+        biased = [(row, token, value) for row, p in enumerate(params) for token, value in p.logit_bias.items()]
+        logit_bias = None
+        if biased:
+            bias_rows, bias_ids, bias_values = zip(*biased)
+            where = torch.tensor([bias_rows, bias_ids], dtype=torch.int64).to(device)
+            logit_bias = (where[0], where[1], torch.tensor(bias_values, dtype=torch.float32).to(device))
         return cls(
             max_top_k=max_top_k,
+            logit_bias=logit_bias,
             temperature=floats[0],
             greedy=floats[6].bool(),
             top_k=ints[0],
@@ -275,6 +298,9 @@ def sample(logits: torch.Tensor, batch: SamplingBatch, history: TokenHistory | N
     raw_logprobs = None
     if batch.max_logprobs is not None:
         raw_logprobs = torch.log_softmax(logits, dim=-1)
+    if batch.logit_bias is not None:
+        rows, token_ids, values = batch.logit_bias
+        logits = logits.index_put((rows, token_ids), values, accumulate=True)
     if batch.needs_penalties:
         if history is None or slots is None:
             raise ValueError("penalties need a TokenHistory and the batch's slots")

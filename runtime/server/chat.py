@@ -22,8 +22,9 @@ from qwen35.runtime.server.media_parts import prepare_media
 from qwen35.runtime.server.parsers.reasoning import ReasoningParser
 from qwen35.runtime.server.parsers.tool_calls import ToolCallDelta, ToolCallParser
 from qwen35.runtime.server.protocol import ChatCompletionRequest
-from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
-                                           read_json_body, request_id, timeout_error, usage)
+from qwen35.runtime.server.request_body import parse_body, read_json_body
+from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, request_id,
+                                           timeout_error, usage)
 from qwen35.runtime.server.structured_outputs import compile_constraint, request_constraint
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
@@ -106,7 +107,7 @@ class ChatChoice:
 
 async def create_chat_completion(request: Request, state: ServerState):
     """Handle one chat completion request."""
-    data = await read_json_body(request, state.settings.max_body_bytes)
+    data = await read_json_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     body = parse_body(ChatCompletionRequest, data)
     model = state.check_model(body.model)
     if body.top_logprobs is not None and not body.logprobs:
@@ -115,12 +116,12 @@ async def create_chat_completion(request: Request, state: ServerState):
         raise bad_request(f"Invalid value for 'top_logprobs': must be an integer in [0, {MAX_LOGPROBS}], got "
                           f"{body.top_logprobs}.", "top_logprobs", "invalid_value")
     prepared = prepare_chat(body, state.tokenizer, state.settings.text_only)
-    prepared.prompt_ids = state.encode(prepared.prompt_text)
+    prepared.prompt_ids = await state.encode(prepared.prompt_text)
     media = None
     if prepared.media:
         # Placeholders expanded to one pad per embedding: usage and the context check count these.
         prepared.prompt_ids, media = await prepare_media(prepared.prompt_ids, prepared.media, state.settings.vision,
-                                                         body.mm_processor_kwargs, state.encode)
+                                                         body.mm_processor_kwargs, state.tokenizer.encode)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     max_tokens = state.resolve_max_tokens(requested, len(prepared.prompt_ids), param, "messages")

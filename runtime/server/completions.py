@@ -14,8 +14,9 @@ from qwen35.runtime.engine.async_engine import GenerationOutput, RequestHandle
 from qwen35.runtime.server.errors import bad_request
 from qwen35.runtime.server.logprobs import TokenTexts, completion_logprobs
 from qwen35.runtime.server.protocol import CompletionRequest
-from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, parse_body,
-                                           read_json_body, request_id, timeout_error, usage)
+from qwen35.runtime.server.request_body import parse_body, read_json_body
+from qwen35.runtime.server.serving import (ServerState, collect, engine_failure, merge_outputs, request_id,
+                                           timeout_error, usage)
 from qwen35.runtime.server.structured_outputs import compile_constraint, request_constraint
 from qwen35.runtime.server.streaming import DONE, EventStreamResponse, choice_chunk, sse
 
@@ -48,25 +49,27 @@ def _cached(choices: list[_Choice]) -> int:
     return sum(best.values())
 
 
-def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int], str]]:
-    """Each prompt's token ids and text (text decoded from ids when ids were sent)."""
+async def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int], str]]:
+    """Each prompt's token ids and text (decoded from ids when ids were sent, and only for echo)."""
     prompt = body.prompt
     if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
         prompt = [prompt]
     if not prompt:
         raise bad_request("Invalid value for 'prompt': it is empty.", "prompt", "invalid_value")
+    if len(prompt) > 1:  # one prompt's choices are checked as 'n'
+        state.check_capacity(len(prompt) * max(body.n, 1), "prompt")
     vocab = state.engine.vocab_size
     out = []
     for index, item in enumerate(prompt):
         if isinstance(item, str):
-            ids = state.encode(item)
+            ids = await state.encode(item)
             text = item
         else:
             bad = [t for t in item if not 0 <= t < vocab]
             if bad:
                 raise bad_request(f"Invalid value for 'prompt': token ids {bad[:5]} are outside [0, {vocab}).",
                                   "prompt", "invalid_value")
-            ids, text = list(item), state.tokenizer.decode(item)
+            ids, text = list(item), state.tokenizer.decode(item) if body.echo else ""
         if not ids:
             raise bad_request(f"Invalid value for 'prompt': prompt {index} has no tokens.", "prompt", "invalid_value")
         out.append((ids, text))
@@ -75,7 +78,7 @@ def _prompts(body: CompletionRequest, state: ServerState) -> list[tuple[list[int
 
 async def create_completion(request: Request, state: ServerState):
     """Handle one completions request."""
-    data = await read_json_body(request, state.settings.max_body_bytes)
+    data = await read_json_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     body = parse_body(CompletionRequest, data)
     model = state.check_model(body.model)
     if body.suffix:
@@ -84,7 +87,7 @@ async def create_completion(request: Request, state: ServerState):
         raise bad_request("Invalid value for 'best_of': only best_of == n is supported.", "best_of", "unsupported_value")
     if body.echo and body.logprobs is not None:
         raise bad_request("'echo' together with 'logprobs' is not supported.", "echo", "unsupported_value")
-    prompts = _prompts(body, state)
+    prompts = await _prompts(body, state)
     constraint = request_constraint(body)
     if constraint is not None:
         await compile_constraint(state, constraint)

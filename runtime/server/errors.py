@@ -42,6 +42,11 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, param=param, code=code)
 
 
+def client_closed() -> APIError:
+    """A 499 (nginx's "client closed request"): nobody reads it, the metrics count it."""
+    return APIError(499, "The client closed the connection before the answer was ready.", code="client_closed")
+
+
 def _is_field(part: str) -> bool:
     return bool(_FIELD_NAME.match(part)) and part not in _TYPE_TAGS
 

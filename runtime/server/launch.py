@@ -1,6 +1,7 @@
 """Build a ready-to-run server from a checkpoint: model, tokenizer, engine, app and a bound socket."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
@@ -35,6 +36,8 @@ class ServeOptions:
     prefill_chunk_size: int | None = None  # default: PREFILL_CHUNK_CPU or PREFILL_CHUNK_GPU
     seed: int = EngineConfig.seed
     allowed_local_media_path: str | None = None  # image/video parts may name files under this directory
+    # Media URLs reach only public addresses; these CIDRs (e.g. "10.0.0.0/8") are opened besides.
+    allowed_media_networks: list[str] = field(default_factory=list)
     speculative_tokens: int = 0  # MTP draft tokens per decode step; 0: no speculation
     prefix_caching: bool = EngineConfig.prefix_caching  # reuse cached prompt prefixes across requests
 
@@ -54,6 +57,12 @@ class ServeOptions:
         if not 0 <= self.speculative_tokens <= MAX_SPECULATIVE_TOKENS:
             raise InputError(f"--speculative-tokens {self.speculative_tokens} is out of range",
                              f"pass 0 (off) to {MAX_SPECULATIVE_TOKENS}; 1-3 suits Qwen3.5's single MTP layer")
+        for network in self.allowed_media_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise InputError(f"--allowed-media-network {network!r} is not an IP network",
+                                 "pass CIDR notation, e.g. 10.0.0.0/8 or fd00::/8") from None
         if self.allowed_local_media_path is not None and not Path(self.allowed_local_media_path).is_dir():
             raise InputError(f"--allowed-local-media-path {self.allowed_local_media_path} is not a directory",
                              "pass an existing directory whose files requests may name")
@@ -151,7 +160,8 @@ def build_app(options: ServeOptions, progress: bool = True):
 
     local_media = Path(options.allowed_local_media_path) if options.allowed_local_media_path else None
     # Runners that take no media (MTP speculation, for now) serve text only.
-    vision = (vision_serving(root, model.config, MediaPolicy(local_media_dir=local_media))
+    policy = MediaPolicy(local_media_dir=local_media, allowed_networks=tuple(options.allowed_media_networks))
+    vision = (vision_serving(root, model.config, policy)
               if runner.takes_media else None)
     settings = ServerSettings(served_model_names=names, max_model_len=context, model_root=str(root),
                               api_key=options.api_key, request_timeout=options.request_timeout,
@@ -192,8 +202,7 @@ def log_config(level: str = "info") -> dict:
 
 def run_app(app, sock: socket.socket, level: str = "info") -> None:
     """Serve the app on an already bound socket until interrupted."""
-    import uvicorn
+    from qwen35.runtime.server.transport import build_server
 
-    config = uvicorn.Config(app, log_config=log_config(level), timeout_graceful_shutdown=5)
     logging.getLogger("qwen35").setLevel(level.upper())
-    uvicorn.Server(config).run(sockets=[sock])
+    build_server(app, log_config=log_config(level)).run(sockets=[sock])

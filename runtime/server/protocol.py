@@ -113,6 +113,7 @@ class _Sampling(_Body):
     regex: StrictStr | None = None
     choice: list[StrictStr] | None = None
     structured_outputs: dict[str, Any] | None = None
+    logit_bias: dict[str, StrictFloat] | None = None  # token id (as JSON keys are: a string) -> bias
 
 
 class ChatCompletionRequest(_Sampling):

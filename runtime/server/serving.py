@@ -1,63 +1,34 @@
-"""What both generation endpoints share: body reading, model names, limits, sampling parameters,
-submitting to the engine, and waiting on it under a deadline and client disconnects."""
+"""What both generation endpoints share: model names, limits, sampling parameters, tokenizing,
+submitting to the engine, and waiting on it under a deadline and client disconnects.
+
+Tokenization runs in a worker thread through the tokenizer's batch call, which releases the
+GIL, so a 30 MB prompt never stalls /health or other clients' streams.
+"""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from qwen35.runtime.engine.async_engine import AsyncEngine, GenerationOutput, QueueFull, RequestHandle
 from qwen35.runtime.engine.multimodal import MediaInputs
-from qwen35.runtime.engine.sampling import SamplingParams
-from qwen35.runtime.server.errors import APIError, bad_request, from_validation_error
+from qwen35.runtime.engine.sampling import MAX_LOGIT_BIAS_ENTRIES, SamplingParams
+from qwen35.runtime.server.errors import APIError, bad_request, client_closed
 from qwen35.runtime.server.metrics import ServerMetrics
 from qwen35.runtime.server.settings import ServerSettings
 
-Body = TypeVar("Body", bound=BaseModel)
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 256  # the stop matcher's work per token grows with the stop strings' lengths
 
 
 def request_id(prefix: str) -> str:
     """An OpenAI-style response id, e.g. chatcmpl-3f2a..."""
     return f"{prefix}-{uuid.uuid4().hex}"
-
-
-async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The request's JSON object; 413 past `limit` bytes, 400 when it is not a JSON object."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"Request body is {declared} bytes; this server accepts at most {limit}.",
-                       code="request_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"Request body exceeds {limit} bytes.", code="request_too_large")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise bad_request(f"The request body is not valid JSON: {error}.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise bad_request(f"The request body must be a JSON object, not {type(data).__name__}.", code="invalid_json")
-    return data
-
-
-def parse_body(model: type[Body], data: dict[str, Any]) -> Body:
-    """Validate a JSON object against a request model; 400 naming the first bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        raise from_validation_error(error) from None
 
 
 @dataclass
@@ -114,11 +85,20 @@ class ServerState:
             if value is not None:
                 fields[key] = value
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        if len(stop) > MAX_STOP_STRINGS or any(len(text) > MAX_STOP_CHARS for text in stop):
+            raise bad_request(f"Invalid value for 'stop': at most {MAX_STOP_STRINGS} strings of at most "
+                              f"{MAX_STOP_CHARS} characters each.", "stop", "invalid_value")
+        vocab = self.engine.vocab_size
+        stop_token_ids = list(body.stop_token_ids or [])
+        if not all(0 <= token < vocab for token in stop_token_ids):
+            raise bad_request(f"Invalid value for 'stop_token_ids': token ids must be in [0, {vocab}).",
+                              "stop_token_ids", "invalid_value")
+        logit_bias = self.logit_bias(body.logit_bias)
         choices = []
         for index in range(body.n):
             params = SamplingParams(**fields, seed=None if body.seed is None else body.seed + index,
-                                    max_tokens=max_tokens, stop=stop, stop_token_ids=list(body.stop_token_ids or []),
-                                    ignore_eos=body.ignore_eos, logprobs=logprobs)
+                                    max_tokens=max_tokens, stop=stop, stop_token_ids=stop_token_ids,
+                                    ignore_eos=body.ignore_eos, logprobs=logprobs, logit_bias=logit_bias)
             try:
                 params.validate()
             except ValueError as error:
@@ -128,13 +108,45 @@ class ServerState:
             choices.append(params)
         return choices
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of prompt text."""
-        return self.tokenizer.encode(text)
+    def logit_bias(self, requested: dict[str, float] | None) -> dict[int, float]:
+        """OpenAI's logit_bias (token id strings -> bias) as SamplingParams takes it; 400 naming a bad key."""
+        if not requested:
+            return {}
+        if self.engine.config.speculative_tokens:
+            # Speculative verification builds its distributions without the bias.
+            raise bad_request("'logit_bias' is not supported while this server runs speculative decoding.",
+                              "logit_bias", "unsupported_value")
+        if len(requested) > MAX_LOGIT_BIAS_ENTRIES:
+            raise bad_request(f"Invalid value for 'logit_bias': at most {MAX_LOGIT_BIAS_ENTRIES} entries, got "
+                              f"{len(requested)}.", "logit_bias", "invalid_value")
+        vocab = self.engine.vocab_size
+        bias = {}
+        for key, value in requested.items():
+            if not (key.isascii() and key.isdigit() and len(key) <= 10 and int(key) < vocab):
+                raise bad_request(f"Invalid value for 'logit_bias': the key {key[:20]!r} is not a token id in "
+                                  f"[0, {vocab}).", "logit_bias", "invalid_value")
+            bias[int(key)] = value
+        return bias
+
+    def check_capacity(self, sequences: int, param: str) -> None:
+        """400 for a request of more sequences than the engine can ever hold (running plus queued)."""
+        capacity = self.engine.config.max_running_requests + self.engine.config.max_queue
+        if sequences > capacity:
+            raise bad_request(f"Invalid value for '{param}': the request asks for {sequences} sequences, and this "
+                              f"server holds at most {capacity} at once; split it into smaller requests.", param,
+                              "too_many_sequences")
+
+    async def encode(self, text: str) -> list[int]:
+        """Token ids of prompt text, from a worker thread: the tokenizer's batch call releases the GIL."""
+        (ids,) = await asyncio.to_thread(self.tokenizer.encode_batch, [text])
+        return ids
 
     def submit(self, prompt_ids: list[int], params: list[SamplingParams],
                skip_special_tokens: bool = True, media: MediaInputs | None = None) -> list[RequestHandle]:
-        """Queue the choices (with the prompt's images and videos); 503 with Retry-After when the queue is full."""
+        """Queue the choices (with the prompt's images and videos); 503 with Retry-After when the queue is full,
+        503 once the server is shutting down."""
+        if not self.engine.is_running:
+            raise APIError(503, "The server is shutting down.", code="shutting_down")
         try:
             if media is None:
                 return self.engine.submit(prompt_ids, params, skip_special_tokens=skip_special_tokens)
@@ -233,9 +245,7 @@ async def collect(state: ServerState, request: Request, handles: list[RequestHan
     try:
         done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if work not in done:
-            # Nobody will read the answer; 499 (nginx's "client closed request") marks it in metrics.
-            raise APIError(499, "The client closed the connection before the answer was ready.",
-                           code="client_closed")
+            raise client_closed()
         try:
             work.result()
         except TimeoutError:

@@ -23,6 +23,9 @@ class ServerSettings:
     api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     request_timeout: float | None = 600.0  # seconds per request, queueing included; None: no limit
+    body_timeout: float = 60.0  # seconds for a request body to arrive in full (a 32 MB body at ~0.5 MB/s)
+    header_timeout: float = 10.0  # seconds for a request's head to arrive after connecting or after the last answer
+    max_connections: int = 1024  # open connections and requests in flight; more get 503 at once
     max_n: int = 16
     retry_after_seconds: int = 1
     text_only: bool = True  # image and video parts refused (a checkpoint without a vision tower)
@@ -37,6 +40,11 @@ class ServerSettings:
             raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
         if self.request_timeout is not None and self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
+        for name in ("body_timeout", "header_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
         if self.max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {self.max_n}")
         if not self.text_only and self.vision is None:

@@ -129,20 +129,20 @@ class ChatTemplate:
             raise InputError(f"chat template {origin} does not compile: {error} (line {error.lineno})",
                              "fix the template or remove it to fall back to tokenizer_config.json") from None
 
-    def render(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
+    def render(self, messages: Sequence[Mapping[str, Any]], /, tools: Sequence[Mapping[str, Any]] | None = None,
                add_generation_prompt: bool = True, enable_thinking: bool | None = None, **kwargs: Any) -> str:
-        """Render messages (and tools) to prompt text; extra keyword arguments become template variables."""
+        """Render messages (and tools) to prompt text; extra keyword arguments become template variables.
+
+        Any name is a variable, "self" and "messages" included (positional-only parameters, and the
+        context goes to jinja as one dict): a client's chat_template_kwargs cannot collide with them.
+        """
         context: dict[str, Any] = {**self.special_tokens, **kwargs}
         if enable_thinking is not None:
             context["enable_thinking"] = enable_thinking
+        context.update(messages=prepare_messages(messages), tools=_plain(list(tools)) if tools else None,
+                       documents=None, add_generation_prompt=add_generation_prompt)
         try:
-            return self._compiled.render(
-                messages=prepare_messages(messages),
-                tools=_plain(list(tools)) if tools else None,
-                documents=None,
-                add_generation_prompt=add_generation_prompt,
-                **context,
-            )
+            return self._compiled.render(context)
         except (jinja2.exceptions.TemplateError, TypeError, ValueError) as error:
             # Model templates validate messages by raising; a bad conversation is the caller's input.
             raise InputError(f"chat template rejected the conversation: {error}",

@@ -1,16 +1,16 @@
 """Fetch and decode the images and videos a chat request points at, within the operator's limits.
 
-Sources: `data:` URLs (base64 or percent-encoded), http(s) URLs (httpx, byte cap, one deadline
-for the whole download), and local files (`file://` or a bare path) only inside the directory
-the operator allowed, checked after symlinks are resolved. Every failure is an InputError that
-says what was wrong with the media, so the server answers 4xx.
+Sources: `data:` URLs (base64 or percent-encoded), http(s) URLs (http_fetch.py: public addresses
+only unless the operator allows a network, byte cap, one deadline for the whole download), and
+local files (`file://` or a bare path) only inside the directory the operator allowed, checked
+after symlinks are resolved. Every failure is an InputError, so the server answers 4xx: it says
+what was wrong with the media, except for http(s) fetches, which all fail with one text.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import io
-import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qwen35.planner.errors import InputError
+from qwen35.runtime.vision.http_fetch import Resolver, http_bytes, short_url, system_resolve
 from qwen35.runtime.vision.video import DecodedVideo, VideoProcessorConfig, decode_video
 
 MiB = 1 << 20
@@ -36,6 +37,7 @@ class MediaPolicy:
     local_media_dir: Path | None = None  # file:// and bare paths only inside this directory
     allow_http: bool = True
     allowed_domains: tuple[str, ...] | None = None  # http(s) hosts (and their subdomains); None: any host
+    allowed_networks: tuple[str, ...] = ()  # CIDRs opened although not public, e.g. "10.0.0.0/8"; "0.0.0.0/0", "::/0": all
     timeout_s: float = 10.0  # whole download, not per read
     max_redirects: int = 3
     max_image_bytes: int = 20 * MiB
@@ -51,10 +53,6 @@ class MediaRef:
 
     kind: str  # "image" or "video"
     url: str
-
-
-def _short(url: str) -> str:
-    return url if len(url) <= 80 else url[:77] + "..."
 
 
 def _part_url(value: Any, key: str) -> str:
@@ -106,61 +104,20 @@ def _data_url_bytes(url: str, max_bytes: int) -> bytes:
     return data
 
 
-def _http_bytes(url: str, policy: MediaPolicy, max_bytes: int, transport: httpx.BaseTransport | None) -> bytes:
-    if not policy.allow_http:
-        raise InputError("fetching media over http(s) is disabled on this server", "send the file as a data: URL")
-    deadline = time.monotonic() + policy.timeout_s
-
-    def _check_host(request: httpx.Request) -> None:
-        # Runs for the first request and for every redirect.
-        host = request.url.host.lower()
-        if policy.allowed_domains is not None and not any(
-                host == domain or host.endswith("." + domain) for domain in policy.allowed_domains):
-            raise InputError(f"media host {host!r} is not on this server's allowed list",
-                             f"fetch from {', '.join(policy.allowed_domains) or 'no host'}, or send a data: URL")
-
-    try:
-        with httpx.Client(transport=transport, timeout=policy.timeout_s, follow_redirects=True,
-                          max_redirects=policy.max_redirects, event_hooks={"request": [_check_host]}) as client, \
-                client.stream("GET", url) as response:
-            if response.status_code >= 400:
-                raise InputError(f"fetching {_short(url)} failed: HTTP {response.status_code}",
-                                 "check that the URL is reachable from the server")
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise InputError(f"{_short(url)} is {declared} bytes, over the {max_bytes}-byte limit",
-                                 "send a smaller file")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise InputError(f"{_short(url)} is over the {max_bytes}-byte limit", "send a smaller file")
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout("download deadline passed")
-                chunks.append(chunk)
-    except httpx.TimeoutException as exc:
-        raise InputError(f"fetching {_short(url)} timed out after {policy.timeout_s:g}s",
-                         "use a faster host or send the file as a data: URL") from exc
-    except httpx.HTTPError as exc:
-        raise InputError(f"fetching {_short(url)} failed: {exc}", "check that the URL is reachable from the server") \
-            from exc
-    return b"".join(chunks)
-
-
 def _local_path(url: str, policy: MediaPolicy) -> Path:
     if policy.local_media_dir is None:
         raise InputError("local file media is not allowed on this server", _ALLOW_LOCAL_HINT)
     if url.startswith("file:"):
         parsed = urllib.parse.urlparse(url)
         if parsed.netloc not in ("", "localhost"):
-            raise InputError(f"file URL {_short(url)} names a remote host", "use file:///absolute/path")
+            raise InputError(f"file URL {short_url(url)} names a remote host", "use file:///absolute/path")
         url = urllib.parse.unquote(parsed.path)
     base = Path(policy.local_media_dir).resolve()
     target = (base / url).resolve()  # an absolute url replaces base; symlinks are followed before the check
     if not target.is_relative_to(base):
-        raise InputError(f"{_short(url)} is outside the allowed media directory", f"put the file under {base}")
+        raise InputError(f"{short_url(url)} is outside the allowed media directory", f"put the file under {base}")
     if not target.is_file():
-        raise InputError(f"{_short(url)} is not a file in the allowed media directory", "check the path")
+        raise InputError(f"{short_url(url)} is not a file in the allowed media directory", "check the path")
     return target
 
 
@@ -168,18 +125,18 @@ def _local_bytes(url: str, policy: MediaPolicy, max_bytes: int) -> bytes:
     path = _local_path(url, policy)
     size = path.stat().st_size
     if size > max_bytes:
-        raise InputError(f"{_short(url)} is {size} bytes, over the {max_bytes}-byte limit", "send a smaller file")
+        raise InputError(f"{short_url(url)} is {size} bytes, over the {max_bytes}-byte limit", "send a smaller file")
     return path.read_bytes()
 
 
-def fetch_bytes(url: str, policy: MediaPolicy, *, max_bytes: int,
-                transport: httpx.BaseTransport | None = None) -> bytes:
-    """The raw bytes behind a media URL, refusing disallowed schemes, paths and sizes."""
+def fetch_bytes(url: str, policy: MediaPolicy, *, max_bytes: int, transport: httpx.BaseTransport | None = None,
+                resolve: Resolver = system_resolve) -> bytes:
+    """The raw bytes behind a media URL, refusing disallowed schemes, hosts, paths and sizes."""
     scheme = urllib.parse.urlsplit(url).scheme.lower() if ":" in url[:12] else ""
     if scheme == "data":
         return _data_url_bytes(url, max_bytes)
     if scheme in ("http", "https"):
-        return _http_bytes(url, policy, max_bytes, transport)
+        return http_bytes(url, policy, max_bytes, transport, resolve)
     if scheme == "file" or not scheme:
         return _local_bytes(url, policy, max_bytes)
     raise InputError(f"media URL scheme {scheme!r} is not supported", "use data:, http:// or https:// URLs")
@@ -205,14 +162,16 @@ def decode_image(data: bytes, policy: MediaPolicy) -> Image.Image:
         raise InputError(f"the image is truncated or corrupt ({exc})", "send the complete image file") from exc
 
 
-def load_image(url: str, policy: MediaPolicy, *, transport: httpx.BaseTransport | None = None) -> Image.Image:
+def load_image(url: str, policy: MediaPolicy, *, transport: httpx.BaseTransport | None = None,
+               resolve: Resolver = system_resolve) -> Image.Image:
     """Fetch and decode one image URL."""
-    return decode_image(fetch_bytes(url, policy, max_bytes=policy.max_image_bytes, transport=transport), policy)
+    data = fetch_bytes(url, policy, max_bytes=policy.max_image_bytes, transport=transport, resolve=resolve)
+    return decode_image(data, policy)
 
 
 def load_video(url: str, policy: MediaPolicy, config: VideoProcessorConfig, *,
-               transport: httpx.BaseTransport | None = None) -> DecodedVideo:
+               transport: httpx.BaseTransport | None = None, resolve: Resolver = system_resolve) -> DecodedVideo:
     """Fetch one video URL and decode its sampled frames (resized to the processor's target size)."""
-    data = fetch_bytes(url, policy, max_bytes=policy.max_video_bytes, transport=transport)
+    data = fetch_bytes(url, policy, max_bytes=policy.max_video_bytes, transport=transport, resolve=resolve)
     return decode_video(data, config, max_frame_pixels=policy.max_video_frame_pixels,
                         max_total_frames=policy.max_video_frames)

@@ -72,11 +72,16 @@ def video_config_from_dict(raw: Mapping[str, Any]) -> VideoProcessorConfig:
     )
 
 
+_MAX_SETTING = 2 ** 53
+
+
 def _positive(value: Any, name: str, kind: type) -> Any:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    # The cap keeps float() exact and finite: a request may send a 4,000-digit integer.
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= _MAX_SETTING
     if not ok or (kind is int and not float(value).is_integer()):
-        raise InputError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}",
-                         "fix the video processor config or the request's mm_processor_kwargs")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InputError(f"{name} must be a positive {'integer' if kind is int else 'number'} up to 2**53, got "
+                         f"{shown}", "fix the video processor config or the request's mm_processor_kwargs")
     return kind(value)
 
 

@@ -7,6 +7,7 @@ tested through the real HTTP, engine and parsing path.
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -77,3 +78,17 @@ def tight_server(demo_path, demo_tokenizer):
             runner.gate.set()
 
 
+
+
+@pytest.fixture
+def server_log():
+    """Every WARNING-or-worse record the server, the engine and uvicorn log while the test runs."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "qwen35")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield records
+    for logger in loggers:
+        logger.removeHandler(handler)

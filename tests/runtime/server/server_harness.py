@@ -6,12 +6,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import uvicorn
-
 from qwen35.runtime.engine.async_engine import AsyncEngine
 from qwen35.runtime.server.app import create_app
 from qwen35.runtime.server.launch import bind_socket
 from qwen35.runtime.server.settings import ServerSettings
+from qwen35.runtime.server.transport import build_server
 
 DEMO_NAME = "qwen35-demo"
 SCRIPTED_NAME = "qwen35-scripted"
@@ -55,6 +54,7 @@ class RunningServer:
     url: str
     engine: AsyncEngine
     runner: object
+    server: object = None  # the DrainingServer, for tests that stop it themselves
 
     @property
     def v1(self) -> str:
@@ -63,11 +63,11 @@ class RunningServer:
 
 @contextmanager
 def serving(engine: AsyncEngine, tokenizer, settings: ServerSettings):
-    """Run create_app's app in uvicorn on a free port in a thread; stop it on exit."""
+    """Run create_app's app on a free port in a thread, with the transport `qwen35 serve` uses; stop it on exit."""
     app = create_app(engine, tokenizer, settings)
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    server = build_server(app, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -77,7 +77,7 @@ def serving(engine: AsyncEngine, tokenizer, settings: ServerSettings):
         assert time.monotonic() < deadline, "uvicorn did not start in time"
         ready.wait(0.01)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", engine, engine.engine.runner)
+        yield RunningServer(f"http://127.0.0.1:{port}", engine, engine.engine.runner, server)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

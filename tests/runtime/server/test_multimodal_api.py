@@ -22,7 +22,9 @@ from qwen35.runtime.engine.config import EngineConfig
 from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
 from qwen35.runtime.engine.runner import build_runner
 from qwen35.runtime.model.loader import load_model
+from qwen35.planner.errors import InputError
 from qwen35.runtime.server.errors import APIError
+from qwen35.runtime.server.launch import ServeOptions
 from qwen35.runtime.server.media_parts import MediaPart, VisionServing, load_media, vision_serving
 from qwen35.runtime.server.settings import ServerSettings
 from qwen35.runtime.vision import MediaPolicy
@@ -92,7 +94,8 @@ def vision_server(demo_path, demo_tokenizer, media_dir):
                           prefill_chunk_size=32, max_prefill_tokens=64)
     runner, _ = build_runner(model, config)  # what `qwen35 serve` runs
     engine = AsyncEngine(LLMEngine(runner, config, demo_tokenizer, DEFAULT_STOP_TOKEN_IDS))
-    policy = MediaPolicy(local_media_dir=media_dir, max_image_bytes=MAX_IMAGE_BYTES, timeout_s=5.0)
+    policy = MediaPolicy(local_media_dir=media_dir, max_image_bytes=MAX_IMAGE_BYTES, timeout_s=5.0,
+                         allowed_networks=("127.0.0.0/8",))  # http_media serves on loopback
     settings = ServerSettings(served_model_names=[NAME], max_model_len=CONTEXT, model_root=str(demo_path),
                               request_timeout=120.0, max_n=2, text_only=False, max_body_bytes=1 << 20,
                               vision=vision_serving(demo_path, model.config, policy),
@@ -214,6 +217,19 @@ def test_bad_media_gets_a_4xx(vision_server, name, messages, extra, status, frag
     assert error["type"] == "invalid_request_error"
 
 
+def test_mm_processor_kwargs_past_every_range_are_400s(vision_server):
+    """Values a float cannot hold (a 400-digit integer) or no video has: the client's error, never a 500."""
+    video = {"type": "video_url", "video_url": {"url": _data_url(_mp4(), "video/mp4")}}
+    with httpx.Client(base_url=vision_server.url, timeout=120) as http:
+        for key in ("fps", "num_frames", "min_frames", "max_frames", "min_pixels", "max_pixels", "size"):
+            for value in (10 ** 400, 2 ** 63, 1e308, -1, "x", [1], {"shortest_edge": 10 ** 400}):
+                for part in (_image_part(), video):
+                    response = http.post(CHAT, json={"model": NAME, "messages": _user(part), "max_tokens": 1,
+                                                     "mm_processor_kwargs": {key: value}})
+                    assert response.status_code == 400, (key, value, response.text)
+                    assert response.json()["error"]["param"] == "mm_processor_kwargs"
+
+
 def test_server_keeps_serving_after_bad_media(vision_server, client):
     with httpx.Client(base_url=vision_server.url, timeout=60) as http:
         for _, messages, extra, status, _ in BAD_MEDIA[:5]:
@@ -231,6 +247,30 @@ def test_local_files_are_refused_without_an_allowed_directory(demo_path, demo_to
         load_media(ids, [part], vision, None, demo_tokenizer.encode)
     assert caught.value.status == 400 and "local file media is not allowed" in caught.value.message
     assert caught.value.param == "messages[0].content[1]"
+
+
+def test_media_urls_cannot_reach_this_machine_by_default(vision_server, demo_path, demo_tokenizer):
+    """The reported hole: an image URL naming the server's own /metrics was fetched."""
+    count = lambda: int(metric_line(httpx.get(vision_server.url + "/metrics").text))  # noqa: E731
+    before = count()
+    vision = VisionServing.from_checkpoint(demo_path, MediaPolicy())
+    ids = demo_tokenizer.encode("<|vision_start|><|image_pad|><|vision_end|>")
+    for url in (vision_server.url + "/metrics", vision_server.url.replace("127.0.0.1", "localhost") + "/metrics",
+                "http://169.254.169.254/latest/meta-data/"):
+        with pytest.raises(APIError) as caught:
+            load_media(ids, [MediaPart("image", "messages[0].content[1]", url=url)], vision, None,
+                       demo_tokenizer.encode)
+        assert caught.value.status == 400 and "could not fetch" in caught.value.message
+    assert count() == before + 1, "only the scrapes reached /metrics"
+    assert ServeOptions(model="m", allowed_media_networks=["10.0.0.0/8", "fd00::/8"]).validate() is None
+    with pytest.raises(InputError, match="--allowed-media-network"):
+        ServeOptions(model="m", allowed_media_networks=["10.0.0.0/33"]).validate()
+
+
+def metric_line(text: str) -> str:
+    """How many /metrics answers the scraped text counts ("0" before the first)."""
+    lines = [line for line in text.splitlines() if line.startswith('qwen35_requests_total{endpoint="/metrics"')]
+    return lines[0].rsplit(" ", 1)[1] if lines else "0"
 
 
 def test_cli_checks_the_allowed_media_directory(tmp_path):
