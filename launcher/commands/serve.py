@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 # Torch-free: the engine's and the server's defaults, written once there.
-from qwen35.runtime.server.launch import (DEFAULT_CONTEXT_CPU, DEFAULT_CONTEXT_GPU, PREFILL_CHUNK_CPU, PREFILL_CHUNK_GPU,
+from qwen35.runtime.server.launch import (DEFAULT_CONTEXT_CPU, DEFAULT_MAX_TOKENS_CPU, DEFAULT_CONTEXT_GPU, PREFILL_CHUNK_CPU, PREFILL_CHUNK_GPU,
                                           ServeOptions)
 
 HELP = """Serve a Qwen3.5 checkpoint with the bundled runtime behind an OpenAI-compatible API.
@@ -62,6 +62,10 @@ def serve(
         not ServeOptions.prefix_caching, "--no-prefix-caching",
         help="Prefill every prompt from its first token (by default cached prefixes are reused: KV pages plus "
              "Gated DeltaNet state checkpoints)."),
+    default_max_tokens: Optional[int] = typer.Option(
+        None, "--default-max-tokens",
+        help=f"max_tokens of a request that names none (default {DEFAULT_MAX_TOKENS_CPU} on CPU; the rest of the "
+             "context on GPU)."),
     allowed_local_media_path: Optional[str] = typer.Option(
         None, "--allowed-local-media-path",
         help="Let image/video parts name local files (file:// or paths) under this directory; off by default."),
@@ -76,7 +80,8 @@ def serve(
                            max_queue=max_queue, request_timeout=request_timeout, seed=seed,
                            speculative_tokens=speculative_tokens, prefix_caching=not no_prefix_caching,
                            prefill_chunk_size=prefill_chunk_size,
-                           allowed_local_media_path=allowed_local_media_path)
+                           allowed_local_media_path=allowed_local_media_path,
+                           default_max_tokens=default_max_tokens)
     options.validate()
     sock = bind_socket(host, port)
     app, summary = build_app(options, progress=sys.stderr.isatty())

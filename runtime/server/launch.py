@@ -15,6 +15,8 @@ from qwen35.runtime.engine.config import MAX_SPECULATIVE_TOKENS, EngineConfig
 DEFAULT_CONTEXT_CPU = 8192
 DEFAULT_CONTEXT_GPU = 32768
 PREFILL_CHUNK_CPU = 256
+# max_tokens of a request that names none, on the CPU: a whole 8K context takes minutes there.
+DEFAULT_MAX_TOKENS_CPU = 256
 PREFILL_CHUNK_GPU = 2048
 
 
@@ -39,6 +41,7 @@ class ServeOptions:
     # Media URLs reach only public addresses; these CIDRs (e.g. "10.0.0.0/8") are opened besides.
     allowed_media_networks: list[str] = field(default_factory=list)
     speculative_tokens: int = 0  # MTP draft tokens per decode step; 0: no speculation
+    default_max_tokens: int | None = None  # for requests that name none (default: DEFAULT_MAX_TOKENS_CPU on CPU)
     prefix_caching: bool = EngineConfig.prefix_caching  # reuse cached prompt prefixes across requests
 
     def validate(self) -> None:
@@ -46,6 +49,8 @@ class ServeOptions:
         for name in ("max_running_requests", "prefill_chunk_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1", "pass a positive number")
+        if self.default_max_tokens is not None and self.default_max_tokens < 1:
+            raise InputError("--default-max-tokens must be at least 1", "pass e.g. --default-max-tokens 512")
         if self.max_queue < 0:
             raise InputError("--max-queue must be 0 or more", "pass 0 to refuse requests beyond the running ones")
         if self.max_model_len is not None and self.max_model_len < 16:
@@ -167,7 +172,9 @@ def build_app(options: ServeOptions, progress: bool = True):
                               api_key=options.api_key, request_timeout=options.request_timeout,
                               max_n=min(16, running + options.max_queue),
                               text_only=vision is None, vision=vision,
-                              sampling_defaults=sampling_defaults_from(_generation_config(root)))
+                              sampling_defaults=sampling_defaults_from(_generation_config(root)),
+                              default_max_tokens=options.default_max_tokens
+                              or (DEFAULT_MAX_TOKENS_CPU if device == "cpu" else None))
     summary = {"model": names[0], "root": str(root), "device": device, "dtype": dtype, "max_model_len": context,
                "max_running_requests": running, "speculative_tokens": options.speculative_tokens,
                "kernels": runner.kernels.name, "pools": pools}

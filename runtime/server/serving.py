@@ -54,14 +54,15 @@ class ServerState:
 
     def resolve_max_tokens(self, requested: int | None, prompt_len: int, param: str = "max_tokens",
                            prompt_param: str = "prompt") -> int:
-        """max_tokens checked against the context (default: the rest of the context)."""
+        """max_tokens checked against the context (default: the server's default_max_tokens, at most the rest of
+        the context)."""
         limit = self.settings.max_model_len
         if prompt_len >= limit:
             raise bad_request(f"This model's maximum context length is {limit} tokens. However, your prompt "
                               f"has {prompt_len} tokens, leaving no room for a completion. Please reduce the "
                               f"length of the prompt.", prompt_param, "context_length_exceeded")
         if requested is None:
-            return limit - prompt_len
+            return min(self.settings.default_max_tokens or limit, limit - prompt_len)
         if requested < 1:
             raise bad_request(f"Invalid value for '{param}': must be at least 1, got {requested}.", param,
                               "invalid_value")

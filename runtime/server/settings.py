@@ -31,6 +31,7 @@ class ServerSettings:
     text_only: bool = True  # image and video parts refused (a checkpoint without a vision tower)
     vision: VisionServing | None = None  # processor configs and media policy; needed when text_only is False
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
+    default_max_tokens: int | None = None  # max_tokens of a request that names none (None: the rest of the context)
 
     def validate(self) -> None:
         """Raise ValueError naming the first unusable setting."""
@@ -45,6 +46,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
+        if self.default_max_tokens is not None and self.default_max_tokens < 1:
+            raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {self.max_n}")
         if not self.text_only and self.vision is None:

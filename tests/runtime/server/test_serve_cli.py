@@ -78,3 +78,26 @@ def test_serve_subprocess_answers_the_openai_client(demo_path):
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_requests_without_max_tokens_get_the_servers_default(demo_path):
+    """On the CPU a request that names no max_tokens stops after DEFAULT_MAX_TOKENS_CPU tokens, not the context;
+    --default-max-tokens sets it; an explicit max_tokens wins."""
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from qwen35.planner.errors import InputError
+    from qwen35.runtime.server.launch import DEFAULT_MAX_TOKENS_CPU, ServeOptions, build_app
+
+    app, summary = build_app(ServeOptions(model=str(demo_path), device="cpu", max_model_len=512), progress=False)
+    assert app.state.qwen35.settings.default_max_tokens == DEFAULT_MAX_TOKENS_CPU
+    app, summary = build_app(ServeOptions(model=str(demo_path), device="cpu", max_model_len=512,
+                                          default_max_tokens=3), progress=False)
+    body = {"model": summary["model"], "prompt": "Hello", "temperature": 0, "ignore_eos": True}
+    with TestClient(app) as client:
+        named_none = client.post("/v1/completions", json=body).json()
+        named = client.post("/v1/completions", json={**body, "max_tokens": 5}).json()
+    assert named_none["usage"]["completion_tokens"] == 3 and named_none["choices"][0]["finish_reason"] == "length"
+    assert named["usage"]["completion_tokens"] == 5
+    with pytest.raises(InputError, match="--default-max-tokens"):
+        ServeOptions(model=str(demo_path), default_max_tokens=0).validate()
