@@ -211,6 +211,7 @@ def test_abort_frees_the_row_for_the_next_sequence():
         engine = engine_over(runner, max_running_requests=1, max_queue=1, max_model_len=64)
         await engine.start()
         try:
+            runner.gate.clear()  # the prompt's token comes through, then the first decode step is held
             (first,) = engine.submit([1, 2, 3], [SamplingParams(temperature=0, max_tokens=50)])
             (second,) = engine.submit([10], [SamplingParams(temperature=0, max_tokens=3)])
             with pytest.raises(QueueFull):
@@ -218,7 +219,6 @@ def test_abort_frees_the_row_for_the_next_sequence():
             output = await first.__anext__()
             assert output.token_ids == [4]
             assert engine.num_running == 1 and engine.num_waiting == 1
-            runner.gate.clear()
             await _until(runner.in_flight.is_set)
             first.abort()  # arrives while a step is in flight: takes effect when it returns
             runner.gate.set()
