@@ -20,6 +20,7 @@ CPU_TARGET = "cpu"
 CPU_CONTEXT = 8192          # default context: enough for a demo chat, small enough for host memory
 CPU_RUNNING_REQUESTS = 4    # default concurrency on a few CPU cores
 FLOAT32_BYTES = 4
+CPU_KV_PAGE = 16            # the runtime's KV page (runtime/engine/config.py DEFAULT_PAGE_SIZE)
 
 
 def plan_cpu(request: PlanRequest, resolved: ResolvedModel) -> Plan:
@@ -47,7 +48,11 @@ def plan_cpu(request: PlanRequest, resolved: ResolvedModel) -> Plan:
                 parallel=Parallel(tp=1, ep=1, dp=1, pp=1, nodes=1, gpus_per_node=1),
                 context_length=context, max_running_requests=running, full_context_requests=running,
                 mamba_strategy="no_buffer", page_size=1)
-    plan.memory = {"weights_total_bytes": weights.total, "host_weights_bytes": host_bytes}
+    # The CPU runtime's pools (runtime/engine/runner.py build_runner): every running request a full
+    # context of whole KV pages, one state slot each.
+    kv_tokens = running * -(-context // CPU_KV_PAGE) * CPU_KV_PAGE
+    plan.memory = {"weights_total_bytes": weights.total, "host_weights_bytes": host_bytes,
+                   "kv_tokens": kv_tokens, "state_slots": running}
     plan.figures = [Figure("host_weights_bytes", host_bytes, "bytes",
                            f"{human_bytes(weights.total)} of BF16 weights x 2 for float32 = {human_bytes(host_bytes)}")]
     plan.reasons = ["cpu target: one bundled-runtime process in float32; no GPU memory to plan"]

@@ -92,10 +92,10 @@ def test_demo_profile_serves_the_openai_client_and_stops_cleanly_on_sigterm(tmp_
     out, err = "".join(out_lines), "".join(err_lines)
     assert launcher.returncode == 0, err
     assert f"127.0.0.1:{port}/v1" in out  # the endpoint and the ready-to-paste snippets
-    # The bundled runtime's own start-up figures beside the plan's (the CPU plan states no pools).
+    # The bundled runtime's own start-up figures beside the plan's, its pools included.
     table = err[err.index("bundled at start-up vs the plan"):err.index("time to ready:")]
     assert re.search(r"running requests +4 +4 +\+0\.0%", table) and re.search(r"context length +8192 +8192 +\+0\.0%", table)
-    assert re.search(r"KV tokens +not stated +32768", table) and re.search(r"state slots +not stated +4", table)
+    assert re.search(r"KV tokens +32768 +32768 +\+0\.0%", table) and re.search(r"state slots +4 +4 +\+0\.0%", table)
     assert re.search(r"time to ready: weights loaded [\d.]+ s, serving [\d.]+ s", err)
     assert processes_mentioning(f"--port {port}") == []
     with pytest.raises(OSError):
