@@ -58,13 +58,20 @@ def expert_parallel(text: TextConfig, precision: str, tp: int) -> tuple[int, str
     return 1, ""
 
 
-def tp_choices(text: TextConfig, precision: str, max_gpus: int, gpus_per_node: int) -> tuple[list[TpChoice], list[tuple[int, str]]]:
-    """Valid TP sizes up to max_gpus (multi-node sizes must fill whole nodes), and (tp, why) for the others."""
+def tp_choices(text: TextConfig, precision: str, max_gpus: int, gpus_per_node: int,
+               across_nodes: str | None = None) -> tuple[list[TpChoice], list[tuple[int, str]]]:
+    """Valid TP sizes up to max_gpus (multi-node sizes must fill whole nodes), and (tp, why) for the others.
+
+    `across_nodes` is None when a TP group may span nodes, else why it may not (the link between GPUs).
+    """
     choices: list[TpChoice] = []
     skipped: list[tuple[int, str]] = []
     for tp in TP_SIZES:
         if tp > max_gpus:
             break
+        if tp > gpus_per_node and across_nodes:
+            skipped.append((tp, f"tp {tp} would span nodes: {across_nodes}"))
+            continue
         if tp > gpus_per_node and tp % gpus_per_node:
             skipped.append((tp, f"tp {tp} does not fill whole nodes of {gpus_per_node} GPUs"))
             continue

@@ -162,7 +162,17 @@ def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, versio
 
 
 def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
-    """Solve a plan; `fits` is False (with ways out) when no configuration holds the model."""
+    """Solve a plan; `fits` is False, with ways out that were each re-planned and fit, when nothing holds the model."""
+    from qwen35.planner.ways_out import find_ways_out
+
+    plan = plan_once(request, gpu, resolved)
+    if not plan.fits:
+        plan.ways_out = find_ways_out(request, gpu, resolved, plan.precision)
+    return plan
+
+
+def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
+    """Solve one request as given, without looking for ways out of a miss."""
     validate_request(request, resolved)
     precision = choose_precision(request, resolved, gpu)
     text = resolved.config.text
@@ -194,8 +204,10 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
         plan.reasons.append(f"{engine.NAME} dequantises {precision.upper()} weights to {load_precision.upper()} at load")
 
     mamba = engine.mamba_choice(gpu.vendor, request.mamba_strategy, request.strategy)
+    # Tensor parallelism all-reduces every layer: over PCIe machines on Ethernet that is no deployment.
+    across_nodes = None if gpu.tp_across_nodes else f"{gpu.key} GPUs link over {gpu.interconnect}, not NVLink or Infinity Fabric"
     choices, skipped = tp_choices(text, precision, engine.max_gpus(request.gpus_per_node, request.nodes),
-                                  request.gpus_per_node)
+                                  request.gpus_per_node, across_nodes)
     documented = documented_tp(resolved.name, gpu.key, precision) if engine.FOLLOWS_DEPLOYMENT_GUIDE else None
     if documented:
         memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
@@ -227,7 +239,10 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
         else:
             plan.reasons.append(f"tp {documented}: matches the deployment guide for {resolved.name} on {gpu.key} at {precision.upper()}")
     if choice is None:
-        return _no_fit(plan, request, resolved, gpu, precision, misses, skipped)
+        if documented and not choices:
+            plan.reasons.append(f"the deployment guide runs {resolved.name} at {precision.upper()} on {gpu.key} with "
+                                f"tp {documented}, more GPUs than the plan may use")
+        return _no_fit(plan, request, misses, skipped)
 
     plan.fits = True
     plan.reasons += [f"skipped {why}" for tp, why in skipped if tp < choice.tp]
@@ -273,8 +288,6 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
         plan.reasons.append(choice.why_ep)
     if nodes > 1:
         plan.reasons.append(f"tp {choice.tp} spans {nodes} nodes of {request.gpus_per_node} GPUs: one node's GPUs cannot hold the weights")
-        if request.nodes is None:
-            plan.warnings.append(f"this plan needs {nodes} nodes; pass --nodes {nodes} to confirm")
     if dp > 1:
         plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
     per_replica = " per replica" if dp > 1 else ""
@@ -285,8 +298,7 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
         plan.warnings.append(f"context {sizing.context_length} is below {THINKING_MIN_CONTEXT}: thinking mode needs at least 128K tokens")
 
 
-def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuModel, precision: str, misses,
-            skipped: list[tuple[int, str]]) -> Plan:
+def _no_fit(plan: Plan, request: PlanRequest, misses, skipped: list[tuple[int, str]]) -> Plan:
     plan.fits = False
     if misses:
         choice, sizing = misses[-1]
@@ -295,13 +307,7 @@ def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuM
         plan.memory.update(sizing.memory)
     else:
         plan.reasons.append("no tensor-parallel size is valid for this model within the GPUs given")
+    if request.nodes is None:
+        plan.reasons.append(f"planned for one node of {request.gpus_per_node} x {plan.gpu}: pass --nodes N to plan across nodes")
     plan.reasons += [f"skipped {why}" for _, why in skipped]
-    ways = [engine_module(request.engine).more_hardware(gpu.key, request.gpus_per_node, request.nodes)]
-    if precision == "bf16" and "fp8" in resolved.available_precisions and gpu.fp8:
-        ways.append("FP8 weights: --precision fp8")
-    shortest = request.context_length or CONTEXT_STEPS[-1]
-    ways.append(f"a shorter context: --context-length {shortest // 2} (thinking needs 128K)")
-    if request.max_running_requests:
-        ways.append(f"fewer concurrent requests: --max-running-requests {max(1, request.max_running_requests // 2)}")
-    plan.ways_out = ways
     return plan

@@ -47,6 +47,11 @@ class GpuModel:
     name_tokens: tuple[str, ...] = ()
 
     @property
+    def tp_across_nodes(self) -> bool:
+        """Whether a TP group may span nodes: NVLink / Infinity Fabric parts come in RDMA-linked nodes; PCIe cards do not."""
+        return not self.interconnect.startswith("PCIe")
+
+    @property
     def memory_gib(self) -> float:
         """Reported total memory in GiB."""
         return self.memory_bytes / (1 << 30)
