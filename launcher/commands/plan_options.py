@@ -14,6 +14,9 @@ Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Registry name (Qwen3.5-9B), hub id (Qwen/Qwen3.5-9B-FP8) or a local checkpoint directory.")]
 Gpu = Annotated[str, typer.Option(
     "--gpu", help="GPU target NAME[:COUNT] (e.g. H200:8), 'cpu' for the bundled runtime, or 'auto' to detect.")]
+GpuMemory = Annotated[Optional[float], typer.Option(
+    "--gpu-memory", help="Memory per GPU in GiB as the driver reports it: for a GPU outside the catalogue "
+                         "(planned without FP8/FP4, PCIe links), or to override a catalogue part's.")]
 FallbackGpu = Annotated[Optional[str], typer.Option(
     "--fallback-gpu", help="Target to use when --gpu auto finds no GPU.")]
 Nodes = Annotated[Optional[int], typer.Option(

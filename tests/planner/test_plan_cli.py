@@ -76,9 +76,19 @@ def test_multi_node_only_when_asked_and_offered_as_a_way_out():
     assert "--nodes 2 (2 nodes of 8 x H100): tp 16, 2 node(s)" in done.stdout.replace("\n", " ")
 
 
+def test_gpu_memory_plans_a_gpu_outside_the_catalogue():
+    done = run("plan", "--model", "Qwen3.5-9B", "--gpu", "A6000:2", "--gpu-memory", "47.5", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["fits"] and plan["memory"]["gpu_memory_bytes"] == int(47.5 * (1 << 30))
+    small = run("plan", "--model", "Qwen3.5-9B", "--gpu", "A6000:1", "--gpu-memory", "12", "--json")
+    assert small.returncode == 3 and json.loads(small.stdout)["fits"] is False
+
+
 BAD_INPUTS = {
     "unknown model": (["--model", "Qwen3.5-1000B", "--gpu", "H100:8"], "Qwen3.5-1000B"),
-    "unknown gpu": (["--model", "Qwen3.5-9B", "--gpu", "H900:8"], "H900"),
+    "unknown gpu": (["--model", "Qwen3.5-9B", "--gpu", "H900:8"], "--gpu-memory"),
+    "non-positive gpu memory": (["--model", "Qwen3.5-9B", "--gpu", "A6000:1", "--gpu-memory", "0"], "--gpu-memory"),
     "precision the checkpoint lacks": (["--model", "Qwen3.5-0.8B", "--precision", "fp8", "--gpu", "H100:1"], "FP8"),
     "precision the gpu lacks": (["--model", "Qwen3.5-397B-A17B", "--precision", "nvfp4", "--gpu", "H100:8"], "NVFP4"),
     "unknown precision": (["--model", "Qwen3.5-9B", "--precision", "int3", "--gpu", "H100:1"], "int3"),
