@@ -33,6 +33,9 @@ class PlanRequest:
     api_key_env: str | None = None
     dist_init_addr: str | None = None
     gpu_memory_bytes: int | None = None  # measured total memory per GPU, when detected
+    tp: int | None = None           # forced layout sizes; None: the solver chooses
+    dp: int | None = None
+    ep: int | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from qwen35.planner.figures import Figure, human_bytes
 from qwen35.planner.hardware.catalog import GpuModel
 from qwen35.planner.models.registry import REGISTRY, ResolvedModel
 from qwen35.planner.models.tensors import tensor_groups
-from qwen35.planner.parallel import TpChoice, tp_choices
+from qwen35.planner.parallel import TpChoice, forced_choices, tp_choices
 from qwen35.planner.plan import ENGINES, MAMBA_STRATEGIES, STRATEGIES, Parallel, Plan, PlanRequest
 
 CONTEXT_STEPS = (262144, 196608, 131072)
@@ -206,9 +206,12 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
     mamba = engine.mamba_choice(gpu.vendor, request.mamba_strategy, request.strategy)
     # Tensor parallelism all-reduces every layer: over PCIe machines on Ethernet that is no deployment.
     across_nodes = None if gpu.tp_across_nodes else f"{gpu.key} GPUs link over {gpu.interconnect}, not NVLink or Infinity Fabric"
-    choices, skipped = tp_choices(text, precision, engine.max_gpus(request.gpus_per_node, request.nodes),
-                                  request.gpus_per_node, across_nodes)
-    documented = documented_tp(resolved.name, gpu.key, precision) if engine.FOLLOWS_DEPLOYMENT_GUIDE else None
+    max_gpus = engine.max_gpus(request.gpus_per_node, request.nodes)
+    choices, skipped = tp_choices(text, precision, max_gpus, request.gpus_per_node, across_nodes)
+    choices = forced_choices(text, precision, choices, skipped, request.tp, request.ep, max_gpus)
+    _check_dp(request, engine, choices)
+    follows_guide = engine.FOLLOWS_DEPLOYMENT_GUIDE and request.tp is None
+    documented = documented_tp(resolved.name, gpu.key, precision) if follows_guide else None
     if documented:
         memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
         choices = [c for c in choices if c.tp >= documented]
@@ -248,6 +251,7 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
     plan.reasons += [f"skipped {why}" for tp, why in skipped if tp < choice.tp]
     nodes = max(1, math.ceil(choice.tp / request.gpus_per_node))
     dp = 1 if not engine.DATA_PARALLEL or choice.tp >= request.gpus_per_node else request.gpus_per_node // choice.tp
+    dp = request.dp or dp
     plan.parallel = Parallel(tp=choice.tp, ep=choice.ep, dp=dp, pp=1, nodes=nodes,
                              gpus_per_node=min(request.gpus_per_node, choice.tp * dp))
     plan.context_length = sizing.context_length
@@ -283,12 +287,33 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
     return plan
 
 
+def _check_dp(request: PlanRequest, engine, choices: list[TpChoice]) -> None:
+    """Refuse a --dp the engine or the node cannot run (replicas stay inside one node)."""
+    if request.dp is None:
+        return
+    if request.dp < 1:
+        raise InputError(f"--dp must be at least 1, got {request.dp}", "omit it to let the planner choose")
+    if request.dp > 1 and not engine.DATA_PARALLEL:
+        raise InputError(f"--dp {request.dp} refused: {engine.NAME} runs one replica per process", "omit --dp")
+    fitting = [choice for choice in choices if choice.tp * request.dp <= request.gpus_per_node]
+    if request.dp > 1 and not fitting:
+        smallest = choices[0].tp if choices else 1
+        raise InputError(f"--dp {request.dp} refused: {request.dp} replicas of tp {smallest} need "
+                         f"{request.dp * smallest} GPUs in a node of {request.gpus_per_node}",
+                         f"try --dp {max(1, request.gpus_per_node // smallest)} or more GPUs per node")
+    choices[:] = fitting if request.dp > 1 else choices
+
+
 def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing: Sizing, nodes: int, dp: int) -> None:
+    if request.tp:
+        plan.reasons.append(f"tp {choice.tp}: as asked (--tp {choice.tp})")
     if choice.why_ep:
         plan.reasons.append(choice.why_ep)
     if nodes > 1:
         plan.reasons.append(f"tp {choice.tp} spans {nodes} nodes of {request.gpus_per_node} GPUs: one node's GPUs cannot hold the weights")
-    if dp > 1:
+    if request.dp:
+        plan.reasons.append(f"dp {dp}: as asked (--dp {dp})")
+    elif dp > 1:
         plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
     per_replica = " per replica" if dp > 1 else ""
     plan.reasons.append(f"{sizing.max_running} running requests{per_replica}: bound by {sizing.binding}")

@@ -21,6 +21,8 @@ Examples:
 
     qwen35 plan --model Qwen3.5-9B --gpu A6000:2 --gpu-memory 47.5
 
+    qwen35 plan --model Qwen3.5-122B-A10B --gpu H200:8 --tp 4 --dp 2
+
     qwen35 plan --profile qwen35-397b-a17b-h200-fp8 --yaml > plan.yaml
 
     qwen35 plan --profile plan.yaml --port 8080
@@ -31,7 +33,7 @@ Examples:
 # Flags that set a PlanRequest field of the same name; with --profile, the ones given override it.
 REQUEST_OPTIONS = ("model", "nodes", "precision", "engine", "engine_version", "context_length", "strategy",
                    "max_running_requests", "mamba_strategy", "mamba_ssm_dtype", "host", "port",
-                   "served_model_name", "dist_init_addr")
+                   "served_model_name", "dist_init_addr", "tp", "dp", "ep")
 
 
 def option_given(ctx: typer.Context, name: str) -> bool:
@@ -54,7 +56,7 @@ def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
     precision = values["precision"]
     if precision is not None and precision.lower() not in ("bf16", "fp8", "nvfp4", "fp4"):
         raise InputError(f"unknown precision '{precision}'", "choose bf16, fp8 or nvfp4")
-    gpu_memory = values.get("gpu_memory")
+    gpu_memory = values["gpu_memory"]
     if gpu_memory is not None and gpu_memory <= 0:
         raise InputError(f"--gpu-memory must be positive GiB, got {gpu_memory}", "try --gpu-memory 48")
     memory_bytes = int(gpu_memory * (1 << 30)) if gpu_memory else None
@@ -96,6 +98,9 @@ def plan_command(
     port: opts.Port = 30000,
     served_model_name: opts.ServedModelName = None,
     dist_init_addr: opts.DistInitAddr = None,
+    tp: opts.Tp = None,
+    dp: opts.Dp = None,
+    ep: opts.Ep = None,
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile YAML, shipped profile name, or a plan printed by --yaml/--json; flags given too override it."),
     emit: Optional[str] = typer.Option(None, "--emit", help="k8s: print Kubernetes manifests (LeaderWorkerSet + Service) instead of the plan."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="With --emit k8s: write the manifests into this directory."),

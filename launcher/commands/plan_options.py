@@ -20,7 +20,7 @@ GpuMemory = Annotated[Optional[float], typer.Option(
 FallbackGpu = Annotated[Optional[str], typer.Option(
     "--fallback-gpu", help="Target to use when --gpu auto finds no GPU.")]
 Nodes = Annotated[Optional[int], typer.Option(
-    "--nodes", help="Nodes available (default: as many as needed, up to 4).")]
+    "--nodes", help="Nodes to plan across (default 1: multi-node plans only when asked).")]
 Precision = Annotated[Optional[str], typer.Option(
     "--precision", help="bf16, fp8 or nvfp4 (default: the checkpoint's own).")]
 Engine = Annotated[str, typer.Option("--engine", help="sglang, vllm or bundled.")]
@@ -44,3 +44,8 @@ ServedModelName = Annotated[Optional[str], typer.Option(
     "--served-model-name", help="Name clients use in `model` (default: the model's).")]
 DistInitAddr = Annotated[Optional[str], typer.Option(
     "--dist-init-addr", help="HOST:PORT of node 0 for multi-node plans.")]
+# Forced layout sizes: honoured, or refused with the reason (heads that do not divide, FP8 block-128 shards).
+_FORCE = "Force the {what}; refused with the reason when the model or engine cannot run it."
+Tp = Annotated[Optional[int], typer.Option("--tp", help=_FORCE.format(what="tensor-parallel size"))]
+Dp = Annotated[Optional[int], typer.Option("--dp", help=_FORCE.format(what="data-parallel replicas in a node"))]
+Ep = Annotated[Optional[int], typer.Option("--ep", help=_FORCE.format(what="expert-parallel size: 1, or the TP size"))]
