@@ -67,7 +67,7 @@ def require_fit(plan: Plan) -> None:
     """Raise NoFeasiblePlan (exit 3) with the solver's reason when the plan does not fit."""
     if not plan.fits:
         reason = plan.reasons[-1] if plan.reasons else "no configuration holds the model"
-        raise NoFeasiblePlan(f"nothing to launch: {reason}", f"try {plan.ways_out[0]}" if plan.ways_out else "")
+        raise NoFeasiblePlan(f"nothing to launch: {reason}", f"try {plan.ways_out[0].describe()}" if plan.ways_out else "")
 
 
 def node_command(plan: Plan, node_rank: int | None, dry_run: bool = False) -> EngineCommand:

@@ -70,10 +70,12 @@ def render_plan(plan: Plan, console: Console, explain: bool = False) -> None:
         console.print("[bold]why:[/]")
         for reason in plan.reasons:
             console.print(f"  - {reason}", markup=False, highlight=False)
+    if not plan.fits and not plan.ways_out:
+        console.print("[bold]ways out:[/] none: no single change to the request makes it fit")
     if not plan.fits and plan.ways_out:
-        console.print("[bold]ways out:[/]")
+        console.print("[bold]ways out (each re-planned and fits; cheapest first):[/]")
         for way in plan.ways_out:
-            console.print(f"  - {way}", markup=False, highlight=False)
+            console.print(f"  - {way.describe()}", markup=False, highlight=False)
     if explain:
         table = Table(title="how each number was computed", title_justify="left", show_edge=False)
         table.add_column("figure", style="cyan")

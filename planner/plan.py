@@ -19,7 +19,7 @@ class PlanRequest:
     gpu: str                        # catalog key, e.g. "H200"
     gpus_per_node: int
     precision: str | None = None
-    nodes: int | None = None        # None: as many as needed (up to MAX_AUTO_NODES)
+    nodes: int | None = None        # None: one node; multi-node plans are only made when asked
     engine: str = "sglang"
     engine_version: str | None = None
     context_length: int | None = None
@@ -33,6 +33,9 @@ class PlanRequest:
     api_key_env: str | None = None
     dist_init_addr: str | None = None
     gpu_memory_bytes: int | None = None  # measured total memory per GPU, when detected
+    tp: int | None = None           # forced layout sizes; None: the solver chooses
+    dp: int | None = None
+    ep: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,29 @@ class EngineCommand:
         return f"{env} {line}" if env else line
 
 
+@dataclass(frozen=True)
+class WayOut:
+    """A change that, applied alone, gives a plan that fits (re-planned before it is offered)."""
+
+    flags: str        # the command-line change, e.g. "--nodes 2"
+    why: str          # what the change adds or gives up
+    gpus: int         # GPUs the changed request occupies: the ranking key, cheapest first
+    tp: int
+    nodes: int
+    context_length: int
+    max_running_requests: int
+
+    def describe(self) -> str:
+        """One line: the change, what it means, and the plan it leads to."""
+        return (f"{self.flags} ({self.why}): tp {self.tp}, {self.nodes} node(s), {self.gpus} GPUs, "
+                f"context {self.context_length}, {self.max_running_requests} running requests")
+
+    def to_dict(self) -> dict:
+        """Plain-data form for JSON/YAML."""
+        return {"flags": self.flags, "why": self.why, "gpus": self.gpus, "tp": self.tp, "nodes": self.nodes,
+                "context_length": self.context_length, "max_running_requests": self.max_running_requests}
+
+
 @dataclass
 class Plan:
     """A complete deployment decision, or the reasons none fits."""
@@ -99,7 +125,7 @@ class Plan:
     commands: list[EngineCommand] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    ways_out: list[str] = field(default_factory=list)
+    ways_out: list[WayOut] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The machine-readable plan: the keys other tools read are stable."""
@@ -126,7 +152,7 @@ class Plan:
             "commands": [command.to_dict() for command in self.commands],
             "warnings": list(self.warnings),
             "reasons": list(self.reasons),
-            "ways_out": list(self.ways_out),
+            "ways_out": [way.to_dict() for way in self.ways_out],
             "request": _request_dict(self.request),
         }
 

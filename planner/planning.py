@@ -7,11 +7,11 @@ from qwen35.planner.plan import Plan, PlanRequest
 def plan_request(request: PlanRequest) -> Plan:
     """Plan a request: the GPU solver for a catalogue GPU, the CPU plan for the 'cpu' target."""
     from qwen35.planner.cpu_plan import CPU_TARGET, plan_cpu
-    from qwen35.planner.hardware.catalog import lookup_gpu
+    from qwen35.planner.hardware.catalog import gpu_for
     from qwen35.planner.models.registry import resolve_model
     from qwen35.planner.solver import solve
 
     resolved = resolve_model(request.model)
     if request.gpu == CPU_TARGET:
         return plan_cpu(request, resolved)
-    return solve(request, lookup_gpu(request.gpu), resolved)
+    return solve(request, gpu_for(request.gpu, request.gpu_memory_bytes), resolved)

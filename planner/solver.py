@@ -13,7 +13,7 @@ from qwen35.planner.figures import Figure, human_bytes
 from qwen35.planner.hardware.catalog import GpuModel
 from qwen35.planner.models.registry import REGISTRY, ResolvedModel
 from qwen35.planner.models.tensors import tensor_groups
-from qwen35.planner.parallel import TpChoice, tp_choices
+from qwen35.planner.parallel import TpChoice, forced_choices, tp_choices
 from qwen35.planner.plan import ENGINES, MAMBA_STRATEGIES, STRATEGIES, Parallel, Plan, PlanRequest
 
 CONTEXT_STEPS = (262144, 196608, 131072)
@@ -162,7 +162,17 @@ def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, versio
 
 
 def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
-    """Solve a plan; `fits` is False (with ways out) when no configuration holds the model."""
+    """Solve a plan; `fits` is False, with ways out that were each re-planned and fit, when nothing holds the model."""
+    from qwen35.planner.ways_out import find_ways_out
+
+    plan = plan_once(request, gpu, resolved)
+    if not plan.fits:
+        plan.ways_out = find_ways_out(request, gpu, resolved, plan.precision)
+    return plan
+
+
+def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
+    """Solve one request as given, without looking for ways out of a miss."""
     validate_request(request, resolved)
     precision = choose_precision(request, resolved, gpu)
     text = resolved.config.text
@@ -194,9 +204,14 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
         plan.reasons.append(f"{engine.NAME} dequantises {precision.upper()} weights to {load_precision.upper()} at load")
 
     mamba = engine.mamba_choice(gpu.vendor, request.mamba_strategy, request.strategy)
-    choices, skipped = tp_choices(text, precision, engine.max_gpus(request.gpus_per_node, request.nodes),
-                                  request.gpus_per_node)
-    documented = documented_tp(resolved.name, gpu.key, precision) if engine.FOLLOWS_DEPLOYMENT_GUIDE else None
+    # Tensor parallelism all-reduces every layer: over PCIe machines on Ethernet that is no deployment.
+    across_nodes = None if gpu.tp_across_nodes else f"{gpu.key} GPUs link over {gpu.interconnect}, not NVLink or Infinity Fabric"
+    max_gpus = engine.max_gpus(request.gpus_per_node, request.nodes)
+    choices, skipped = tp_choices(text, precision, max_gpus, request.gpus_per_node, across_nodes)
+    choices = forced_choices(text, precision, choices, skipped, request.tp, request.ep, max_gpus)
+    _check_dp(request, engine, choices)
+    follows_guide = engine.FOLLOWS_DEPLOYMENT_GUIDE and request.tp is None
+    documented = documented_tp(resolved.name, gpu.key, precision) if follows_guide else None
     if documented:
         memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
         choices = [c for c in choices if c.tp >= documented]
@@ -227,12 +242,16 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
         else:
             plan.reasons.append(f"tp {documented}: matches the deployment guide for {resolved.name} on {gpu.key} at {precision.upper()}")
     if choice is None:
-        return _no_fit(plan, request, resolved, gpu, precision, misses, skipped)
+        if documented and not choices:
+            plan.reasons.append(f"the deployment guide runs {resolved.name} at {precision.upper()} on {gpu.key} with "
+                                f"tp {documented}, more GPUs than the plan may use")
+        return _no_fit(plan, request, misses, skipped)
 
     plan.fits = True
     plan.reasons += [f"skipped {why}" for tp, why in skipped if tp < choice.tp]
     nodes = max(1, math.ceil(choice.tp / request.gpus_per_node))
     dp = 1 if not engine.DATA_PARALLEL or choice.tp >= request.gpus_per_node else request.gpus_per_node // choice.tp
+    dp = request.dp or dp
     plan.parallel = Parallel(tp=choice.tp, ep=choice.ep, dp=dp, pp=1, nodes=nodes,
                              gpus_per_node=min(request.gpus_per_node, choice.tp * dp))
     plan.context_length = sizing.context_length
@@ -268,14 +287,33 @@ def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
     return plan
 
 
+def _check_dp(request: PlanRequest, engine, choices: list[TpChoice]) -> None:
+    """Refuse a --dp the engine or the node cannot run (replicas stay inside one node)."""
+    if request.dp is None:
+        return
+    if request.dp < 1:
+        raise InputError(f"--dp must be at least 1, got {request.dp}", "omit it to let the planner choose")
+    if request.dp > 1 and not engine.DATA_PARALLEL:
+        raise InputError(f"--dp {request.dp} refused: {engine.NAME} runs one replica per process", "omit --dp")
+    fitting = [choice for choice in choices if choice.tp * request.dp <= request.gpus_per_node]
+    if request.dp > 1 and not fitting:
+        smallest = choices[0].tp if choices else 1
+        raise InputError(f"--dp {request.dp} refused: {request.dp} replicas of tp {smallest} need "
+                         f"{request.dp * smallest} GPUs in a node of {request.gpus_per_node}",
+                         f"try --dp {max(1, request.gpus_per_node // smallest)} or more GPUs per node")
+    choices[:] = fitting if request.dp > 1 else choices
+
+
 def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing: Sizing, nodes: int, dp: int) -> None:
+    if request.tp:
+        plan.reasons.append(f"tp {choice.tp}: as asked (--tp {choice.tp})")
     if choice.why_ep:
         plan.reasons.append(choice.why_ep)
     if nodes > 1:
         plan.reasons.append(f"tp {choice.tp} spans {nodes} nodes of {request.gpus_per_node} GPUs: one node's GPUs cannot hold the weights")
-        if request.nodes is None:
-            plan.warnings.append(f"this plan needs {nodes} nodes; pass --nodes {nodes} to confirm")
-    if dp > 1:
+    if request.dp:
+        plan.reasons.append(f"dp {dp}: as asked (--dp {dp})")
+    elif dp > 1:
         plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
     per_replica = " per replica" if dp > 1 else ""
     plan.reasons.append(f"{sizing.max_running} running requests{per_replica}: bound by {sizing.binding}")
@@ -285,8 +323,7 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
         plan.warnings.append(f"context {sizing.context_length} is below {THINKING_MIN_CONTEXT}: thinking mode needs at least 128K tokens")
 
 
-def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuModel, precision: str, misses,
-            skipped: list[tuple[int, str]]) -> Plan:
+def _no_fit(plan: Plan, request: PlanRequest, misses, skipped: list[tuple[int, str]]) -> Plan:
     plan.fits = False
     if misses:
         choice, sizing = misses[-1]
@@ -295,13 +332,7 @@ def _no_fit(plan: Plan, request: PlanRequest, resolved: ResolvedModel, gpu: GpuM
         plan.memory.update(sizing.memory)
     else:
         plan.reasons.append("no tensor-parallel size is valid for this model within the GPUs given")
+    if request.nodes is None:
+        plan.reasons.append(f"planned for one node of {request.gpus_per_node} x {plan.gpu}: pass --nodes N to plan across nodes")
     plan.reasons += [f"skipped {why}" for _, why in skipped]
-    ways = [engine_module(request.engine).more_hardware(gpu.key, request.gpus_per_node, request.nodes)]
-    if precision == "bf16" and "fp8" in resolved.available_precisions and gpu.fp8:
-        ways.append("FP8 weights: --precision fp8")
-    shortest = request.context_length or CONTEXT_STEPS[-1]
-    ways.append(f"a shorter context: --context-length {shortest // 2} (thinking needs 128K)")
-    if request.max_running_requests:
-        ways.append(f"fewer concurrent requests: --max-running-requests {max(1, request.max_running_requests // 2)}")
-    plan.ways_out = ways
     return plan

@@ -68,6 +68,7 @@ def launch_command(
     model: opts.Model = None,
     gpu: opts.Gpu = "auto",
     fallback_gpu: opts.FallbackGpu = None,
+    gpu_memory: opts.GpuMemory = None,
     nodes: opts.Nodes = None,
     precision: opts.Precision = None,
     engine: opts.Engine = "sglang",
@@ -81,6 +82,9 @@ def launch_command(
     port: opts.Port = 30000,
     served_model_name: opts.ServedModelName = None,
     dist_init_addr: opts.DistInitAddr = None,
+    tp: opts.Tp = None,
+    dp: opts.Dp = None,
+    ep: opts.Ep = None,
 ) -> None:
     """Plan, check this machine, start the engine and wait until it serves."""
     from rich.console import Console
@@ -91,7 +95,7 @@ def launch_command(
     if not 0 <= plan_tolerance < 100:
         raise InputError(f"--plan-tolerance {plan_tolerance:g} is not a percentage below 100", "try --plan-tolerance 5")
     values = {name: value for name, value in locals().items() if name in REQUEST_OPTIONS}
-    values.update(gpu=gpu, fallback_gpu=fallback_gpu)
+    values.update(gpu=gpu, fallback_gpu=fallback_gpu, gpu_memory=gpu_memory)
     request, extra_args, env, notes = resolve_request(ctx, values, profile)
     plan = plan_request(request, extra_args, env)
     console = Console(stderr=True, highlight=False, soft_wrap=True)

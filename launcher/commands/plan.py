@@ -19,6 +19,10 @@ Examples:
 
     qwen35 plan --model ./checkpoints/my-qwen35 --explain
 
+    qwen35 plan --model Qwen3.5-9B --gpu A6000:2 --gpu-memory 47.5
+
+    qwen35 plan --model Qwen3.5-122B-A10B --gpu H200:8 --tp 4 --dp 2
+
     qwen35 plan --profile qwen35-397b-a17b-h200-fp8 --yaml > plan.yaml
 
     qwen35 plan --profile plan.yaml --port 8080
@@ -29,7 +33,7 @@ Examples:
 # Flags that set a PlanRequest field of the same name; with --profile, the ones given override it.
 REQUEST_OPTIONS = ("model", "nodes", "precision", "engine", "engine_version", "context_length", "strategy",
                    "max_running_requests", "mamba_strategy", "mamba_ssm_dtype", "host", "port",
-                   "served_model_name", "dist_init_addr")
+                   "served_model_name", "dist_init_addr", "tp", "dp", "ep")
 
 
 def option_given(ctx: typer.Context, name: str) -> bool:
@@ -52,18 +56,22 @@ def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
     precision = values["precision"]
     if precision is not None and precision.lower() not in ("bf16", "fp8", "nvfp4", "fp4"):
         raise InputError(f"unknown precision '{precision}'", "choose bf16, fp8 or nvfp4")
+    gpu_memory = values["gpu_memory"]
+    if gpu_memory is not None and gpu_memory <= 0:
+        raise InputError(f"--gpu-memory must be positive GiB, got {gpu_memory}", "try --gpu-memory 48")
+    memory_bytes = int(gpu_memory * (1 << 30)) if gpu_memory else None
     values = {**values, "precision": {"fp4": "nvfp4"}.get(precision.lower(), precision.lower()) if precision else None}
     if profile:
         loaded = load_profile(find_profile(profile))
         overrides = {name: values[name] for name in REQUEST_OPTIONS if option_given(ctx, name)}
         notes: list[str] = []
         if option_given(ctx, "gpu"):
-            key, count, measured, notes = hardware_target(values["gpu"], values["fallback_gpu"])
+            key, count, measured, notes = hardware_target(values["gpu"], values["fallback_gpu"], memory_bytes)
             overrides.update(gpu=key, gpus_per_node=count, gpu_memory_bytes=measured)
         return replace(to_plan_request(loaded), **overrides), loaded.extra_args, loaded.env, notes
     if not values["model"]:
         raise InputError("no model given", "pass --model NAME (e.g. --model Qwen3.5-9B) or --profile FILE")
-    key, count, measured, notes = hardware_target(values["gpu"], values["fallback_gpu"])
+    key, count, measured, notes = hardware_target(values["gpu"], values["fallback_gpu"], memory_bytes)
     request = PlanRequest(
         model=values["model"], gpu=key, gpus_per_node=count, gpu_memory_bytes=measured,
         **{name: values[name] for name in REQUEST_OPTIONS if name != "model"},
@@ -76,6 +84,7 @@ def plan_command(
     model: opts.Model = None,
     gpu: opts.Gpu = "auto",
     fallback_gpu: opts.FallbackGpu = None,
+    gpu_memory: opts.GpuMemory = None,
     nodes: opts.Nodes = None,
     precision: opts.Precision = None,
     engine: opts.Engine = "sglang",
@@ -89,6 +98,9 @@ def plan_command(
     port: opts.Port = 30000,
     served_model_name: opts.ServedModelName = None,
     dist_init_addr: opts.DistInitAddr = None,
+    tp: opts.Tp = None,
+    dp: opts.Dp = None,
+    ep: opts.Ep = None,
     profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile YAML, shipped profile name, or a plan printed by --yaml/--json; flags given too override it."),
     emit: Optional[str] = typer.Option(None, "--emit", help="k8s: print Kubernetes manifests (LeaderWorkerSet + Service) instead of the plan."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="With --emit k8s: write the manifests into this directory."),
@@ -108,7 +120,7 @@ def plan_command(
     if output is not None and emit is None:
         raise InputError("--output goes with --emit k8s", "add --emit k8s")
     values = {name: value for name, value in locals().items() if name in REQUEST_OPTIONS}
-    values.update(gpu=gpu, fallback_gpu=fallback_gpu)
+    values.update(gpu=gpu, fallback_gpu=fallback_gpu, gpu_memory=gpu_memory)
     request, extra_args, env, notes = resolve_request(ctx, values, profile)
     if emit == "k8s":
         from qwen35.launcher.k8s import for_kubernetes

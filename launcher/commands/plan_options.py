@@ -14,10 +14,13 @@ Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Registry name (Qwen3.5-9B), hub id (Qwen/Qwen3.5-9B-FP8) or a local checkpoint directory.")]
 Gpu = Annotated[str, typer.Option(
     "--gpu", help="GPU target NAME[:COUNT] (e.g. H200:8), 'cpu' for the bundled runtime, or 'auto' to detect.")]
+GpuMemory = Annotated[Optional[float], typer.Option(
+    "--gpu-memory", help="Memory per GPU in GiB as the driver reports it: for a GPU outside the catalogue "
+                         "(planned without FP8/FP4, PCIe links), or to override a catalogue part's.")]
 FallbackGpu = Annotated[Optional[str], typer.Option(
     "--fallback-gpu", help="Target to use when --gpu auto finds no GPU.")]
 Nodes = Annotated[Optional[int], typer.Option(
-    "--nodes", help="Nodes available (default: as many as needed, up to 4).")]
+    "--nodes", help="Nodes to plan across (default 1: multi-node plans only when asked).")]
 Precision = Annotated[Optional[str], typer.Option(
     "--precision", help="bf16, fp8 or nvfp4 (default: the checkpoint's own).")]
 Engine = Annotated[str, typer.Option("--engine", help="sglang, vllm or bundled.")]
@@ -41,3 +44,8 @@ ServedModelName = Annotated[Optional[str], typer.Option(
     "--served-model-name", help="Name clients use in `model` (default: the model's).")]
 DistInitAddr = Annotated[Optional[str], typer.Option(
     "--dist-init-addr", help="HOST:PORT of node 0 for multi-node plans.")]
+# Forced layout sizes: honoured, or refused with the reason (heads that do not divide, FP8 block-128 shards).
+_FORCE = "Force the {what}; refused with the reason when the model or engine cannot run it."
+Tp = Annotated[Optional[int], typer.Option("--tp", help=_FORCE.format(what="tensor-parallel size"))]
+Dp = Annotated[Optional[int], typer.Option("--dp", help=_FORCE.format(what="data-parallel replicas in a node"))]
+Ep = Annotated[Optional[int], typer.Option("--ep", help=_FORCE.format(what="expert-parallel size: 1, or the TP size"))]

@@ -18,6 +18,7 @@ DEFAULT_MAX_SEQS = 64
 NAME = "the bundled runtime"
 PRECISIONS = ("bf16", "fp8")
 FOLLOWS_DEPLOYMENT_GUIDE = False
+MAX_OFFERED_NODES = 1
 DATA_PARALLEL = False
 
 
@@ -42,11 +43,6 @@ def weights_precision(precision: str) -> str:
 def mamba_choice(vendor: str, requested: str | None, strategy: str) -> tuple[str, int, bool, list[str]]:
     """One state slot per sequence, no mamba strategy to choose."""
     return "no_buffer", 1, False, []
-
-
-def more_hardware(gpu_key: str, gpus_per_node: int, nodes: int | None) -> str:
-    """The way out that adds hardware: another engine."""
-    return "--engine sglang (multi-GPU and multi-node)"
 
 
 def size(candidate: Candidate) -> PoolSizing:

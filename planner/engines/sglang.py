@@ -39,7 +39,8 @@ PRECISIONS = ("bf16", "fp8", "nvfp4")
 # The 397B deployment guides are SGLang's: their validated tensor-parallel sizes win over memory minima.
 FOLLOWS_DEPLOYMENT_GUIDE = True
 DATA_PARALLEL = True
-MAX_AUTO_NODES = 4
+# The most nodes a way out offers; a user may still pass more with --nodes.
+MAX_OFFERED_NODES = 4
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -59,18 +60,13 @@ def resolve_version(requested: str | None) -> str:
 
 
 def max_gpus(gpus_per_node: int, nodes: int | None) -> int:
-    """The most GPUs a plan may use: the nodes given, else up to MAX_AUTO_NODES."""
-    return gpus_per_node * (nodes or MAX_AUTO_NODES)
+    """The most GPUs a plan may use: the nodes given, else one node (multi-node only when asked)."""
+    return gpus_per_node * (nodes or 1)
 
 
 def weights_precision(precision: str) -> str:
     """The precision the weights are held in on the GPU: as stored."""
     return precision
-
-
-def more_hardware(gpu_key: str, gpus_per_node: int, nodes: int | None) -> str:
-    """The way out that adds hardware."""
-    return f"more GPUs or nodes: --gpu {gpu_key}:{gpus_per_node} --nodes {(nodes or 1) * 2}"
 
 
 def mamba_choice(vendor: str, requested: str | None, strategy: str) -> tuple[str, int, bool, list[str]]:

@@ -18,6 +18,7 @@ DEFAULT_MAX_SEQS = 256
 NAME = "vLLM"
 PRECISIONS = ("bf16", "fp8", "nvfp4")
 FOLLOWS_DEPLOYMENT_GUIDE = False
+MAX_OFFERED_NODES = 1
 DATA_PARALLEL = True
 
 
@@ -39,11 +40,6 @@ def weights_precision(precision: str) -> str:
 def mamba_choice(vendor: str, requested: str | None, strategy: str) -> tuple[str, int, bool, list[str]]:
     """vLLM has no mamba strategy switch: one state per sequence, page size 1 in the plan."""
     return "no_buffer", 1, False, []
-
-
-def more_hardware(gpu_key: str, gpus_per_node: int, nodes: int | None) -> str:
-    """The way out that adds hardware, as this engine takes it."""
-    return "--engine sglang (multi-node)"
 
 
 def size(candidate: Candidate) -> PoolSizing:

@@ -10,6 +10,8 @@ Sources for reported totals (nvidia-smi / amd-smi output in public issues and lo
   H200 143771, B200 183359, B300 SXM6 AC 275040, GB200 189471, H20 97871, RTX 4090 24564,
   RTX 5090 32607: nvidia-smi tables in public repositories.
   MI300X 196592 MiB (rocm-smi: 206141652992 B), MI325X 262128, MI355X 294896: amd-smi output.
+  L4 23034, L40 46068, A10G 23028, H800 81559, MI250X 65520 per GCD: nvidia-smi / rocm-smi output
+  in public logs (datasheet-derived where no log was at hand: treat as +-1%).
 Bandwidths are vendor datasheet peaks (GB/s). Interconnect figures are per GPU, both directions.
 """
 from __future__ import annotations
@@ -47,6 +49,11 @@ class GpuModel:
     name_tokens: tuple[str, ...] = ()
 
     @property
+    def tp_across_nodes(self) -> bool:
+        """Whether a TP group may span nodes: NVLink / Infinity Fabric parts come in RDMA-linked nodes; PCIe cards do not."""
+        return not self.interconnect.startswith("PCIe")
+
+    @property
     def memory_gib(self) -> float:
         """Reported total memory in GiB."""
         return self.memory_bytes / (1 << 30)
@@ -58,9 +65,9 @@ def _nvidia(key, name, mib, guide_gb, arch, cc, *, fp8=True, fp4=None, bandwidth
                     link_gbps, blackwell, count, tuple(aliases), tuple(tokens))
 
 
-def _amd(key, name, mib, guide_gb, arch, *, fp4=None, bandwidth, link_gbps, aliases=(),
+def _amd(key, name, mib, guide_gb, arch, *, fp8=True, fp4=None, bandwidth, link_gbps, aliases=(),
          tokens=()) -> GpuModel:
-    return GpuModel(key, "amd", name, mib * MIB, guide_gb, arch, None, True, fp4, bandwidth,
+    return GpuModel(key, "amd", name, mib * MIB, guide_gb, arch, None, fp8, fp4, bandwidth,
                     "Infinity Fabric (XGMI)", link_gbps, False, 8, tuple(aliases), tuple(tokens))
 
 
@@ -82,6 +89,10 @@ GPU_MODELS: tuple[GpuModel, ...] = (
     # H20: the export Hopper, 96 GB HBM3 at 4.0 TB/s, NVLink 900 GB/s, full FP8.
     _nvidia("H20", "NVIDIA H20 96GB", 97871, 96, "sm90", (9, 0), bandwidth=4000,
             link="NVLink 4", link_gbps=900, aliases=("NVIDIA H20", "H20 96GB"), tokens=("h20",)),
+    # H800: the export H100, same memory and FP8, NVLink cut to 400 GB/s.
+    _nvidia("H800", "NVIDIA H800 80GB", 81559, 80, "sm90", (9, 0), bandwidth=3350,
+            link="NVLink 4", link_gbps=400, aliases=("NVIDIA H800", "NVIDIA H800 80GB HBM3", "H800 SXM5"),
+            tokens=("h800",)),
     _nvidia("B200", "NVIDIA B200", 183359, 183, "sm100", (10, 0), fp4="nvfp4", bandwidth=8000,
             link="NVLink 5", link_gbps=1800, blackwell=True,
             aliases=("NVIDIA B200", "B200 SXM", "HGX B200", "DGX B200"), tokens=("b200",)),
@@ -108,6 +119,14 @@ GPU_MODELS: tuple[GpuModel, ...] = (
     # Ada parts have FP8 tensor cores (sm89); L40S has no NVLink.
     _nvidia("L40S", "NVIDIA L40S", 46068, 48, "sm89", (8, 9), bandwidth=864,
             link="PCIe 4.0 x16", link_gbps=64, aliases=("NVIDIA L40S",), tokens=("l40s",)),
+    _nvidia("L40", "NVIDIA L40", 46068, 48, "sm89", (8, 9), bandwidth=864,
+            link="PCIe 4.0 x16", link_gbps=64, aliases=("NVIDIA L40",), tokens=("l40",)),
+    # L4: 24 GB GDDR6 at 300 GB/s, a single-slot inference card; cloud VMs carry 1, 2, 4 or 8.
+    _nvidia("L4", "NVIDIA L4", 23034, 24, "sm89", (8, 9), bandwidth=300,
+            link="PCIe 4.0 x16", link_gbps=64, count=1, aliases=("NVIDIA L4",), tokens=("l4",)),
+    # A10G (AWS g5): Ampere sm86, 24 GB GDDR6 at 600 GB/s, no FP8 tensor cores.
+    _nvidia("A10G", "NVIDIA A10G", 23028, 24, "sm86", (8, 6), fp8=False, bandwidth=600,
+            link="PCIe 4.0 x16", link_gbps=64, count=1, aliases=("NVIDIA A10G",), tokens=("a10g",)),
     _nvidia("RTX4090", "NVIDIA GeForce RTX 4090", 24564, 24, "sm89", (8, 9), bandwidth=1008,
             link="PCIe 4.0 x16", link_gbps=64, count=1,
             aliases=("NVIDIA GeForce RTX 4090", "GeForce RTX 4090", "RTX 4090"),
@@ -130,6 +149,11 @@ GPU_MODELS: tuple[GpuModel, ...] = (
          aliases=("AMD Instinct MI325X", "AMD Instinct MI325X OAM", "AMD Instinct MI325X VF",
                   "Instinct MI325X", "MI325X-O", "MI325X OAM"),
          tokens=("mi325x",)),
+    # MI250X: each of its two GCDs is its own device (64 GB HBM2e, 1.6 TB/s): 4 OAM cards show as
+    # 8 GPUs. CDNA2 (gfx90a) has no FP8.
+    _amd("MI250X", "AMD Instinct MI250X", 65520, 64, "gfx90a", fp8=False, bandwidth=1638, link_gbps=400,
+         aliases=("AMD Instinct MI250X", "AMD Instinct MI250X/MI250", "Instinct MI250X"),
+         tokens=("mi250x",)),
     # MI355X: 8 TB/s HBM3E, MXFP4; Infinity Fabric 7 x 153.6 GB/s (third-party figure).
     _amd("MI355X", "AMD Instinct MI355X", 294896, 288, "gfx950", fp4="mxfp4", bandwidth=8000,
          link_gbps=1075,
@@ -187,12 +211,28 @@ def lookup_gpu(name: str) -> GpuModel:
     raise InputError(f"unknown GPU '{name}'", f"{suggestion}known GPUs: {', '.join(keys)}")
 
 
-def parse_gpu_target(text: str) -> tuple[GpuModel, int]:
+def custom_gpu(name: str, memory_bytes: int) -> GpuModel:
+    """A GPU outside the catalogue, known only by its memory: no FP8/FP4 assumed, PCIe links, one per node."""
+    return GpuModel(name, "nvidia", name, memory_bytes, round(memory_bytes / 10**9), "unknown", None, False, None,
+                    0.0, "PCIe (assumed: not in the catalogue)", 0.0, False, 1)
+
+
+def gpu_for(name: str, memory_bytes: int | None = None) -> GpuModel:
+    """The catalogue model for `name`, else (with its memory given or measured) a custom one; InputError if neither."""
+    try:
+        return lookup_gpu(name)
+    except InputError as error:
+        if memory_bytes:
+            return custom_gpu(name.strip(), memory_bytes)
+        raise InputError(error.message, error.hint + "; or give its memory with --gpu-memory GIB") from None
+
+
+def parse_gpu_target(text: str, memory_bytes: int | None = None) -> tuple[GpuModel, int]:
     """Parse "H200:8" into (model, count); without ":N" the count is the model's usual node size."""
     name, sep, count_text = (text or "").strip().rpartition(":")
     if not sep:
         name, count_text = count_text, ""
-    model = lookup_gpu(name.strip())
+    model = gpu_for(name.strip(), memory_bytes)
     if not sep:
         return model, model.default_count
     count_text = count_text.strip()

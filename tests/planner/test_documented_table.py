@@ -14,7 +14,9 @@ CELLS = [(gpu, precision) for gpu in DOCUMENTED_GPUS for precision in PRECISIONS
 
 def plan_cell(gpu_key, precision, count=8):
     gpu = lookup_gpu(gpu_key)
-    request = PlanRequest(model=MODEL, gpu=gpu.key, gpus_per_node=count, precision=precision)
+    # The guides' two-node cells are planned with the nodes they name (multi-node only when asked).
+    nodes = max(1, QWEN35_397B_TP.get((gpu_key, precision), count) // count)
+    request = PlanRequest(model=MODEL, gpu=gpu.key, gpus_per_node=count, precision=precision, nodes=nodes)
     return solve(request, gpu, resolve_model(MODEL))
 
 

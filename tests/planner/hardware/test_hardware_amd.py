@@ -108,7 +108,8 @@ def test_amdsmi_init_failure_gives_an_empty_report():
 
 
 def test_unknown_amd_part():
-    report = detect(FakeAmdSmi([FakeAmdGpu("AMD Instinct MI210", "u", "0000:05:00.0", 65520,
-                                           gfx="gfx90a")]))
+    # (An MI210 would now match the MI250X: same gfx90a and 64 GB as one of its GCDs.)
+    report = detect(FakeAmdSmi([FakeAmdGpu("AMD Radeon PRO W7900", "u", "0000:05:00.0", 49136,
+                                           gfx="gfx1100")]))
     assert report.gpus[0].model is None
     assert any("not in the GPU catalog" in warning for warning in report.warnings)

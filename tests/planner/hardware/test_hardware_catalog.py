@@ -50,7 +50,7 @@ def test_reported_memory_is_close_to_the_guide_figure(model):
     # Reported totals are in MiB; guide figures in (decimal or binary) GB. A slip of units or a
     # typo lands far outside this band.
     assert 0.95 <= model.memory_bytes / (model.guide_memory_gb * 1e9) <= 1.1
-    assert model.memory_bandwidth_gbps > 500 and model.interconnect_gbps >= 64
+    assert model.memory_bandwidth_gbps >= 300 and model.interconnect_gbps >= 64  # L4: 300 GB/s
     assert model.default_count >= 1
 
 
@@ -135,3 +135,63 @@ def test_bad_count_error_suggests_a_valid_target():
 def test_match_detected(name, memory_mib, gfx, key):
     model = match_detected(name, memory_mib * MIB if memory_mib else None, gfx)
     assert (model.key if model else None) == key
+
+
+RENTED = ("L4", "L40", "L40S", "A10G", "A100-40GB", "A100-80GB", "H20", "H100", "H200", "H800", "B200", "B300",
+          "GB200", "RTX4090", "RTX5090", "MI250X", "MI300X", "MI325X", "MI355X")
+
+
+def test_the_catalogue_covers_what_people_rent_with_memory_precisions_and_links():
+    from qwen35.planner.hardware.catalog import lookup_gpu
+
+    for key in RENTED:
+        gpu = lookup_gpu(key)
+        assert gpu.key == key and gpu.memory_bytes > 16 << 30 and gpu.interconnect and gpu.interconnect_gbps > 0
+        assert gpu.fp4 in (None, "nvfp4", "mxfp4") and isinstance(gpu.fp8, bool)
+    assert not lookup_gpu("A10G").fp8 and not lookup_gpu("MI250X").fp8 and lookup_gpu("L4").fp8
+    assert not lookup_gpu("L4").tp_across_nodes and lookup_gpu("H800").tp_across_nodes
+
+
+@pytest.mark.parametrize("key", RENTED)
+def test_every_catalogue_gpu_plans_the_small_models_or_says_why(key):
+    from qwen35.planner.errors import InputError
+    from qwen35.planner.hardware.catalog import lookup_gpu
+    from qwen35.planner.models.registry import resolve_model
+    from qwen35.planner.plan import PlanRequest
+    from qwen35.planner.solver import solve
+
+    gpu = lookup_gpu(key)
+    for name in ("Qwen3.5-0.8B", "Qwen3.5-2B", "Qwen3.5-4B", "Qwen3.5-9B"):
+        try:
+            plan = solve(PlanRequest(model=name, gpu=key, gpus_per_node=1), gpu, resolve_model(name))
+        except InputError as error:
+            assert error.hint
+            continue
+        assert plan.fits or (plan.reasons and plan.ways_out), (key, name)
+    assert solve(PlanRequest(model="Qwen3.5-0.8B", gpu=key, gpus_per_node=1), gpu,
+                 resolve_model("Qwen3.5-0.8B")).fits
+
+
+def test_unknown_gpu_keeps_did_you_mean_and_names_gpu_memory():
+    from qwen35.planner.errors import InputError
+    from qwen35.planner.hardware.catalog import gpu_for
+
+    with pytest.raises(InputError) as caught:
+        gpu_for("T4")
+    assert "did you mean" in caught.value.hint and "--gpu-memory" in caught.value.hint
+    custom = gpu_for("A6000", 48 << 30)
+    assert custom.memory_bytes == 48 << 30 and not custom.fp8 and not custom.tp_across_nodes
+
+
+def test_a_detected_gpu_outside_the_catalogue_plans_with_its_measured_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from qwen35.planner.hardware import detect
+    from qwen35.planner.hardware.target import resolve_target
+
+    card = SimpleNamespace(name="NVIDIA RTX A6000", memory_total_bytes=51527024640)
+    monkeypatch.setattr(detect, "detect_hardware",
+                        lambda: SimpleNamespace(gpus=[card, card], model=None, warnings=[]))
+    model, count, measured, notes = resolve_target("auto", None)
+    assert (model.key, count, measured, model.memory_bytes) == ("NVIDIA RTX A6000", 2, 51527024640, 51527024640)
+    assert any("not in the catalogue" in note for note in notes)
