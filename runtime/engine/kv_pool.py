@@ -32,10 +32,6 @@ class BlockManager:
         """Pages held by no sequence."""
         return len(self._free)
 
-    def can_allocate(self, num_tokens: int) -> bool:
-        """Whether num_tokens tokens' pages are free now."""
-        return pages_for(num_tokens, self.page_size) <= len(self._free)
-
     def allocate(self, num_tokens: int) -> list[int]:
         """The pages (a block table) for num_tokens tokens."""
         needed = pages_for(num_tokens, self.page_size)
