@@ -168,7 +168,6 @@ class LLMEngine:
         detokenizer = (IncrementalDetokenizer(self.tokenizer.backend, skip_special_tokens)
                        if self.tokenizer is not None else None)
         seq = Sequence(next(self._ids), prompt, params, stop_ids, detokenizer, media)
-        seq.cache_seed = media.digest if media is not None else 0
         if params.constraint is not None:
             seq.grammar = self.compile(params.constraint)[0].matcher(in_reasoning=opens_reasoning(prompt))
         return seq

@@ -9,6 +9,7 @@ The last chunk leaves the row's rope delta in the cache, and decode continues fr
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,8 +97,16 @@ class RequestMedia:
     def __init__(self, media: MediaInputs):
         self.media: MediaInputs | None = media
         self.prepared: PreparedMedia | None = None
-        self.digest = media_seed([_tensor_bytes(t) for t in (media.pixel_values, media.pixel_values_videos)
-                                  if t is not None] + [repr((media.image_grid_thw, media.video_grid_thw)).encode()])
+
+    @functools.cached_property
+    def digest(self) -> int:
+        """The prefix cache's key seed: a digest of the pixels. Taken in the engine thread when the first
+        choice is admitted (before its prefill drops the pixels), and only with prefix caching on."""
+        media = self.media
+        if media is None:
+            raise RuntimeError("the media's digest is taken at admission, before its pixels are dropped")
+        return media_seed([_tensor_bytes(t) for t in (media.pixel_values, media.pixel_values_videos)
+                           if t is not None] + [repr((media.image_grid_thw, media.video_grid_thw)).encode()])
 
     def prepare(self, runner: Any, prompt_ids: Sequence[int]) -> PreparedMedia:
         """The prompt's PreparedMedia, computed by runner.prepare_media on first use."""

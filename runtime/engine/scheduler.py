@@ -190,7 +190,8 @@ class Scheduler:
         if not self.prefix.num_checkpoints:
             return []
         pages = (len(seq.prompt_ids) - 1) // self.blocks.page_size
-        return page_keys(seq.prompt_ids, pages, self.blocks.page_size, seq.cache_seed)
+        seed = seq.media.digest if seq.media is not None else 0  # images: their pixels, not their pad tokens
+        return page_keys(seq.prompt_ids, pages, self.blocks.page_size, seed)
 
     def _next_chunk(self, seq: Sequence, budget: int) -> PrefillChunk:
         """The sequence's next prompt chunk; one that ends at the checkpoint boundary takes the checkpoint."""

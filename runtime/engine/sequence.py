@@ -44,7 +44,6 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)  # KV pages, in token order
     num_prefilled: int = 0  # prompt tokens scheduled into the cache so far
     rope_delta: int = 0  # rotary position - cache position of tokens after a prompt with media
-    cache_seed: int = 0  # prefix cache: the key chain's seed (a digest of the prompt's media; 0 for text)
     num_cached_tokens: int = 0  # prompt tokens reused from the prefix cache (not prefilled)
     restore_slot: int | None = None  # the checkpoint slot its state starts from (None: zero state)
     checkpoint_slot: int | None = None  # the checkpoint its prefill is taking, until the step publishes it
