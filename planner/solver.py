@@ -315,6 +315,11 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
         plan.reasons.append(f"dp {dp}: as asked (--dp {dp})")
     elif dp > 1:
         plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
+    used = choice.tp * dp
+    if nodes == 1 and used < request.gpus_per_node:
+        idle = request.gpus_per_node - used
+        plan.reasons.append(f"{idle} of {request.gpus_per_node} GPUs idle: {dp} replica{'s' if dp > 1 else ''} of tp "
+                            f"{choice.tp} use{'' if dp > 1 else 's'} {used}; another replica needs {choice.tp} more")
     per_replica = " per replica" if dp > 1 else ""
     plan.reasons.append(f"{sizing.max_running} running requests{per_replica}: bound by {sizing.binding}")
     if request.context_length is None and sizing.context_length < CONTEXT_STEPS[0]:

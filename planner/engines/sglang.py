@@ -5,6 +5,7 @@ import json
 import math
 
 from qwen35.planner.engines import versions
+from qwen35.planner.engines.versions import parse_version
 from qwen35.planner.errors import InputError
 from qwen35.planner.engines.settings import Candidate, PoolSizing, ServeSettings
 from qwen35.planner.figures import MIB, Figure, human_bytes
@@ -20,6 +21,9 @@ NEW_MAMBA_FLAG_FIRST = "0.5.14"
 ALLREDUCE_BACKEND_FIRST = "0.5.14"
 MM_TRANSPORT_FLAG_FIRST = "0.5.16"
 NEWEST_KNOWN = "0.5.23"
+# The oldest release whose parser and sizing rules our commands are checked against
+# (tests/planner/contract); the flag spellings before it differ and are not rendered.
+OLDEST_SUPPORTED = "0.5.13.post1"
 DEFAULT_DIST_PORT = 20000
 MULTITHREAD_LOAD = {"enable_multithread_load": "true", "num_threads": 64}
 SPECULATIVE_STEPS = 3
@@ -43,20 +47,9 @@ DATA_PARALLEL = True
 MAX_OFFERED_NODES = 4
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    """'0.5.10.post1' -> (0, 5, 10): the numeric release part, for ordering."""
-    parts = []
-    for piece in text.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
 def resolve_version(requested: str | None) -> str:
     """Installed release if any, else the one asked for, else the newest known."""
-    return versions.resolve_version("sglang", requested, NEWEST_KNOWN)
+    return versions.resolve_version("sglang", requested, NEWEST_KNOWN, OLDEST_SUPPORTED)
 
 
 def max_gpus(gpus_per_node: int, nodes: int | None) -> int:

@@ -9,6 +9,9 @@ from qwen35.planner.figures import GIB
 from qwen35.planner.plan import EngineCommand
 
 NEWEST_KNOWN = "0.33.0"
+# The first release that registers the Qwen3.5 architectures (Qwen3_5ForConditionalGeneration,
+# Qwen3_5MoeForConditionalGeneration): 0.16.0 refuses them as "not supported for now".
+OLDEST_SUPPORTED = "0.17.0"
 SPECULATIVE_TOKENS = 2
 # Without SGLang's explicit reserve formula: what vLLM's non-KV working set needs (activations of
 # one prefill chunk, CUDA graphs, communication buffers), an estimate; --max-num-seqs' default.
@@ -24,7 +27,7 @@ DATA_PARALLEL = True
 
 def resolve_version(requested: str | None) -> str:
     """Installed release if any, else the one asked for, else the newest known."""
-    return versions.resolve_version("vllm", requested, NEWEST_KNOWN)
+    return versions.resolve_version("vllm", requested, NEWEST_KNOWN, OLDEST_SUPPORTED)
 
 
 def max_gpus(gpus_per_node: int, nodes: int | None) -> int:

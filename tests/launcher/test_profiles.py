@@ -39,7 +39,7 @@ GOOD = """
       count: 1
     engine:
       name: sglang
-      version: "0.5.9"
+      version: "0.5.13.post1"
     serving:
       port: 31000
       api_key_env: MY_KEY
@@ -54,12 +54,12 @@ def test_a_good_profile_becomes_the_request_it_describes(tmp_path):
     assert profile.hardware.gpu == "H100"  # aliases normalise to the catalog key
     request = to_plan_request(profile)
     assert request == PlanRequest(model="Qwen3.5-9B", gpu="H100", gpus_per_node=1, precision="bf16",
-                                  engine="sglang", engine_version="0.5.9", port=31000, api_key_env="MY_KEY")
+                                  engine="sglang", engine_version="0.5.13.post1", port=31000, api_key_env="MY_KEY")
     plan = plan_profile(profile)
     assert plan.fits
     assert plan.commands[0].argv[-1] == "--enable-metrics"
     assert plan.commands[0].env["NCCL_DEBUG"] == "WARN"
-    assert "--mamba-scheduler-strategy" in plan.commands[0].argv  # spelled for the pinned 0.5.9
+    assert "--mamba-scheduler-strategy" in plan.commands[0].argv  # spelled for the pinned 0.5.13.post1
     back = request_to_profile(request, profile.extra_args, profile.env)
     assert back["serving"]["api_key_env"] == "MY_KEY" and back["extra_args"] == ["--enable-metrics"]
 

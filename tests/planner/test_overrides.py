@@ -50,3 +50,14 @@ def test_overrides_refused_with_the_reason(case):
     with pytest.raises(InputError) as caught:
         plan(model, target, **fields)
     assert why in caught.value.message and caught.value.hint
+
+
+def test_idle_gpus_are_named_in_why():
+    chosen = plan("Qwen3.5-35B-A3B", "H100:3")
+    used = chosen.parallel.tp * chosen.parallel.dp
+    assert chosen.fits and used < 3
+    assert f"{3 - used} of 3 GPUs idle: 1 replica of tp {chosen.parallel.tp} uses {used}; another replica needs " \
+           f"{chosen.parallel.tp} more" in chosen.reasons
+    filled = plan("Qwen3.5-9B", "H100:2")
+    assert filled.parallel.tp * filled.parallel.dp == 2
+    assert not any("idle" in reason for reason in filled.reasons)

@@ -97,6 +97,12 @@ BAD_INPUTS = {
     "zero running requests": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--max-running-requests", "0"], "max-running-requests"),
     "context above the maximum": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--context-length", "300000"], "262144"),
     "two outputs": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--json", "--yaml"], "--json and --yaml"),
+    "sglang release before qwen3.5": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--engine-version", "0.4.0"],
+                                      "sglang 0.5.13.post1, the first release"),
+    "vllm release before qwen3.5": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--engine", "vllm",
+                                     "--engine-version", "0.10.0"], "vllm 0.17.0, the first release"),
+    "engine version not a release": (["--model", "Qwen3.5-9B", "--gpu", "H100:1", "--engine-version", "latest"],
+                                     "not a release number"),
 }
 
 
