@@ -24,6 +24,12 @@ LEADER_EXPRESSION = "$(LWS_LEADER_ADDRESS)"
 GPU_RESOURCE = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
 SHM_SIZE = "64Gi"  # NCCL/RCCL and the engine's shared-memory transport live in /dev/shm
 SECRET_KEY = "api-key"
+# The checkpoint is downloaded once per node and kept across pod restarts (751 GiB for 397B BF16).
+CACHE_HOST_PATH = "/var/lib/qwen35/hf-cache"
+CACHE_MOUNT = "/root/.cache/huggingface"
+HF_TOKEN_KEY = "token"
+# Loading a large checkpoint takes minutes: the startup probe allows 30 before liveness takes over.
+STARTUP_PERIOD_S, STARTUP_FAILURES = 10, 180
 
 
 def manifest_name(plan: Plan) -> str:
@@ -77,6 +83,10 @@ def pod_command(plan: Plan) -> list[str]:
 
 def _container(plan: Plan, name: str, image: str, gpu_resource: str, leader: bool) -> dict:
     env = [{"name": key, "value": value} for key, value in plan.commands[0].env.items()]
+    env.append({"name": "HF_HOME", "value": CACHE_MOUNT})
+    # Gated or private checkpoints need a Hugging Face token; public ones start without the secret.
+    env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": f"{name}-hf-token", "key": HF_TOKEN_KEY,
+                                                                   "optional": True}}})
     if plan.request.api_key_env:
         env.append({"name": plan.request.api_key_env,
                     "valueFrom": {"secretKeyRef": {"name": f"{name}-api-key", "key": SECRET_KEY}}})
@@ -85,15 +95,17 @@ def _container(plan: Plan, name: str, image: str, gpu_resource: str, leader: boo
         "name": "leader" if leader else "worker",
         "image": image,
         "command": pod_command(plan),
-        **({"env": env} if env else {}),
+        "env": env,
         "resources": {"limits": {gpu_resource: gpus}, "requests": {gpu_resource: gpus}},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "model-cache", "mountPath": CACHE_MOUNT}],
     }
     if leader:
         port = plan.request.port
         container["ports"] = [{"name": "http", "containerPort": port}]
-        container["readinessProbe"] = {"httpGet": {"path": "/health", "port": port},
-                                       "initialDelaySeconds": 60, "periodSeconds": 10, "failureThreshold": 3}
+        health = {"httpGet": {"path": "/health", "port": port}}
+        container["startupProbe"] = {**health, "periodSeconds": STARTUP_PERIOD_S, "failureThreshold": STARTUP_FAILURES}
+        container["readinessProbe"] = {**health, "periodSeconds": 10, "failureThreshold": 3}
+        container["livenessProbe"] = {**health, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5}
     return container
 
 
@@ -102,7 +114,8 @@ def _pod_template(plan: Plan, name: str, image: str, gpu_resource: str, leader: 
         "metadata": {"labels": {"role": "leader" if leader else "worker"}},
         "spec": {
             "containers": [_container(plan, name, image, gpu_resource, leader)],
-            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
+            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}},
+                        {"name": "model-cache", "hostPath": {"path": CACHE_HOST_PATH, "type": "DirectoryOrCreate"}}],
         },
     }
 
@@ -146,6 +159,9 @@ def k8s_manifests(plan: Plan, image: str | None = None) -> tuple[list[dict], lis
     if plan.request.api_key_env:
         notes.append(f"create the API key secret first: kubectl create secret generic {name}-api-key "
                      f"--from-literal={SECRET_KEY}=<key>")
+    notes.append(f"the checkpoint is cached on each node under {CACHE_HOST_PATH} (a hostPath volume); "
+                 "swap it for a PersistentVolumeClaim to share one copy")
+    notes.append(f"gated checkpoints: kubectl create secret generic {name}-hf-token --from-literal={HF_TOKEN_KEY}=<hf token>")
     if Path(plan.model_path).is_dir():
         notes.append(f"the model path {plan.model_path} must exist inside the container: mount it")
     return [lws, service], notes

@@ -60,8 +60,17 @@ def test_leaderworkerset_runs_each_rank_with_its_gpus(name, resource, nodes, gpu
         assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
         volumes = lws["spec"]["leaderWorkerTemplate"][f"{role}Template"]["spec"]["volumes"]
         assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in volumes
-    assert pods["leader"]["readinessProbe"]["httpGet"] == {"path": "/health", "port": 30000}
-    assert "readinessProbe" not in pods["worker"]
+        assert {"name": "model-cache", "mountPath": "/root/.cache/huggingface"} in container["volumeMounts"]
+        assert {"name": "model-cache", "hostPath": {"path": "/var/lib/qwen35/hf-cache", "type": "DirectoryOrCreate"}} in volumes
+        assert {"name": "HF_HOME", "value": "/root/.cache/huggingface"} in container["env"]
+        token = next(item for item in container["env"] if item["name"] == "HF_TOKEN")
+        assert token["valueFrom"]["secretKeyRef"] == {"name": f"{lws['metadata']['name']}-hf-token", "key": "token",
+                                                      "optional": True}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert pods["leader"][probe]["httpGet"] == {"path": "/health", "port": 30000}
+        assert probe not in pods["worker"]
+    startup = pods["leader"]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800  # a large checkpoint loads for minutes
     assert service["spec"]["selector"] == {LWS_NAME_LABEL: lws["metadata"]["name"], "role": "leader"}
     assert service["spec"]["ports"][0]["port"] == service["spec"]["ports"][0]["targetPort"] == 30000
     if resource == "amd.com/gpu":
