@@ -264,7 +264,7 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
     plan.mamba_strategy = strategy
     plan.page_size = page_size
     plan.reasons += mamba_reasons
-    _explain_choices(plan, request, choice, sizing, nodes, dp)
+    _explain_choices(plan, request, engine, choice, sizing, nodes, dp)
     if spec_tokens:
         plan.speculative = {"method": "mtp", "draft_tokens": spec_tokens}
         plan.reasons.append(f"latency strategy: MTP speculative decoding with {spec_tokens} draft tokens")
@@ -304,7 +304,9 @@ def _check_dp(request: PlanRequest, engine, choices: list[TpChoice]) -> None:
     choices[:] = fitting if request.dp > 1 else choices
 
 
-def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing: Sizing, nodes: int, dp: int) -> None:
+def _explain_choices(plan: Plan, request: PlanRequest, engine, choice: TpChoice, sizing: Sizing, nodes: int,
+                     dp: int) -> None:
+    used = choice.tp * dp
     if request.tp:
         plan.reasons.append(f"tp {choice.tp}: as asked (--tp {choice.tp})")
     if choice.why_ep:
@@ -313,13 +315,13 @@ def _explain_choices(plan: Plan, request: PlanRequest, choice: TpChoice, sizing:
         plan.reasons.append(f"tp {choice.tp} spans {nodes} nodes of {request.gpus_per_node} GPUs: one node's GPUs cannot hold the weights")
     if request.dp:
         plan.reasons.append(f"dp {dp}: as asked (--dp {dp})")
-    elif dp > 1:
+    elif dp > 1 and used == request.gpus_per_node:
         plan.reasons.append(f"dp {dp}: {dp} replicas of tp {choice.tp} fill the {request.gpus_per_node} GPUs of the node")
-    used = choice.tp * dp
     if nodes == 1 and used < request.gpus_per_node:
         idle = request.gpus_per_node - used
+        why = f"another replica needs {choice.tp} more" if engine.DATA_PARALLEL else f"{engine.NAME} runs one replica per process"
         plan.reasons.append(f"{idle} of {request.gpus_per_node} GPUs idle: {dp} replica{'s' if dp > 1 else ''} of tp "
-                            f"{choice.tp} use{'' if dp > 1 else 's'} {used}; another replica needs {choice.tp} more")
+                            f"{choice.tp} use{'' if dp > 1 else 's'} {used}; {why}")
     per_replica = " per replica" if dp > 1 else ""
     plan.reasons.append(f"{sizing.max_running} running requests{per_replica}: bound by {sizing.binding}")
     if request.context_length is None and sizing.context_length < CONTEXT_STEPS[0]:

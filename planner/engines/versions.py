@@ -31,9 +31,10 @@ def resolve_version(distribution: str, requested: str | None, newest_known: str,
     """Installed release if any, else the one asked for, else the newest known; refused below the oldest supported."""
     installed = installed_version(distribution)
     version = installed or requested or newest_known
-    if not parse_version(version):
+    release = parse_version(version)
+    if not release:
         raise InputError(f"--engine-version {version!r} is not a release number", f"give one such as {newest_known}")
-    if parse_version(version) < parse_version(oldest_supported):
+    if release < parse_version(oldest_supported):
         where = "the installed" if installed else "the requested"
         raise InputError(f"{distribution} {version} ({where} release) is older than "
                          f"{distribution} {oldest_supported}, the first release qwen35 plans Qwen3.5 for",

@@ -61,3 +61,15 @@ def test_idle_gpus_are_named_in_why():
     filled = plan("Qwen3.5-9B", "H100:2")
     assert filled.parallel.tp * filled.parallel.dp == 2
     assert not any("idle" in reason for reason in filled.reasons)
+
+
+def test_idle_gpus_beside_replicas_are_not_called_filled():
+    chosen = plan("Qwen3.5-35B-A3B", "H100:5")
+    assert (chosen.parallel.tp, chosen.parallel.dp) == (2, 2)
+    assert "1 of 5 GPUs idle: 2 replicas of tp 2 use 4; another replica needs 2 more" in chosen.reasons
+    assert not any("fill" in reason for reason in chosen.reasons)
+
+
+def test_idle_gpus_of_an_engine_without_replicas_say_why():
+    chosen = plan("Qwen3.5-9B", "H100:3", engine="bundled")
+    assert "2 of 3 GPUs idle: 1 replica of tp 1 uses 1; the bundled runtime runs one replica per process" in chosen.reasons
