@@ -7,7 +7,7 @@ from qwen35.planner.figures import Figure
 
 PRECISIONS = ("bf16", "fp8", "nvfp4")
 ENGINES = ("sglang", "vllm", "bundled")
-STRATEGIES = ("throughput", "latency")
+STRATEGIES = ("balanced", "throughput", "latency")
 MAMBA_STRATEGIES = ("no_buffer", "extra_buffer")
 
 
@@ -23,7 +23,7 @@ class PlanRequest:
     engine: str = "sglang"
     engine_version: str | None = None
     context_length: int | None = None
-    strategy: str = "throughput"
+    strategy: str = "balanced"
     max_running_requests: int | None = None
     mamba_strategy: str | None = None
     mamba_ssm_dtype: str = "fp32"

@@ -148,17 +148,40 @@ def _contexts(request: PlanRequest) -> tuple[int, ...]:
     return CONTEXT_STEPS
 
 
+def _candidates(request: PlanRequest, choices: list[TpChoice]):
+    """(tp, context) in the order they are tried: the context kept while tp grows, except for throughput,
+    which keeps the smallest tp (the most replicas) and shortens the context first."""
+    if request.strategy == "throughput":
+        return [(choice, context) for choice in choices for context in _contexts(request)]
+    return [(choice, context) for context in _contexts(request) for choice in choices]
+
+
 def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version, vision_headroom=True):
-    """First (tp, context) that fits, scanning TP ascending and context descending; plus every miss."""
+    """First (tp, context) that fits in the strategy's order; plus every miss, the largest tp last."""
     misses = []
-    for choice in choices:
-        for context in _contexts(request):
-            sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens, version,
-                           vision_headroom)
-            if sizing.fits:
-                return choice, sizing, misses
-            misses.append((choice, sizing))
+    for choice, context in _candidates(request, choices):
+        sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens, version,
+                       vision_headroom)
+        if sizing.fits:
+            return choice, sizing, misses
+        misses.append((choice, sizing))
+    misses.sort(key=lambda miss: miss[0].tp)
     return None, None, misses
+
+
+_WEIGHTS: dict[tuple, tuple[ResolvedModel, memory.WeightSummary]] = {}
+
+
+def _weights(resolved: ResolvedModel, precision: str, layout: str, components: tuple[str, ...]) -> memory.WeightSummary:
+    """The weight summary of one checkpoint, counted once: every way out re-plans the same model."""
+    key = (id(resolved), precision, layout, components)
+    cached = _WEIGHTS.get(key)
+    if cached is None or cached[0] is not resolved:
+        if len(_WEIGHTS) >= 64:
+            _WEIGHTS.clear()
+        cached = _WEIGHTS[key] = (resolved, memory.summarize_weights(
+            tensor_groups(resolved.config, precision, layout), components))
+    return cached[1]
 
 
 def solve(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> Plan:
@@ -184,10 +207,9 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
     layout = "per_expert" if load_precision == "nvfp4" else "fused"
     components = ("language", "vision", "mtp") if spec_tokens else ("language", "vision")
     # MTP weights are only loaded when speculation drafts with them.
-    weights = memory.summarize_weights(tensor_groups(resolved.config, load_precision, layout), components)
+    weights = _weights(resolved, load_precision, layout, components)
     stored_layout = "per_expert" if precision == "nvfp4" else "fused"
-    stored = memory.summarize_weights(tensor_groups(resolved.config, precision, stored_layout),
-                                      ("language", "vision", "mtp"))
+    stored = _weights(resolved, precision, stored_layout, ("language", "vision", "mtp"))
     plan = Plan(request=request, model=resolved.name, model_path=model_path(resolved, precision),
                 precision=precision, engine=request.engine, engine_version=version, gpu=gpu.key, fits=False)
     plan.memory["weights_total_bytes"] = stored.total
@@ -265,6 +287,7 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
     plan.page_size = page_size
     plan.reasons += mamba_reasons
     _explain_choices(plan, request, engine, choice, sizing, nodes, dp)
+    _explain_context_kept(plan, request, gpu, resolved, weights, choices, choice, sizing, mamba, spec_tokens, version)
     if spec_tokens:
         plan.speculative = {"method": "mtp", "draft_tokens": spec_tokens}
         plan.reasons.append(f"latency strategy: MTP speculative decoding with {spec_tokens} draft tokens")
@@ -328,6 +351,22 @@ def _explain_choices(plan: Plan, request: PlanRequest, engine, choice: TpChoice,
         plan.warnings.append(f"context reduced from {CONTEXT_STEPS[0]} to {sizing.context_length} to fit memory")
     if sizing.context_length < THINKING_MIN_CONTEXT:
         plan.warnings.append(f"context {sizing.context_length} is below {THINKING_MIN_CONTEXT}: thinking mode needs at least 128K tokens")
+
+
+def _explain_context_kept(plan, request, gpu, resolved, weights, choices, choice, sizing, mamba, spec_tokens,
+                          version) -> None:
+    """Say so when tp grew to keep the context that a smaller tp would have shortened."""
+    if request.strategy == "throughput" or request.context_length is not None:
+        return
+    smaller = [c for c in choices if c.tp < choice.tp]
+    shorter = [context for context in CONTEXT_STEPS if context < sizing.context_length]
+    for candidate in smaller:
+        for context in shorter:
+            if _size(request, gpu, resolved, weights, candidate, context, mamba, spec_tokens, version).fits:
+                plan.reasons.append(
+                    f"tp {choice.tp}: keeps the context at {sizing.context_length} ({request.strategy} strategy); "
+                    f"tp {candidate.tp} holds only {context} tokens (--strategy throughput takes that, for more replicas)")
+                return
 
 
 def _no_fit(plan: Plan, request: PlanRequest, misses, skipped: list[tuple[int, str]]) -> Plan:

@@ -90,7 +90,7 @@ def plan_command(
     engine: opts.Engine = "sglang",
     engine_version: opts.EngineVersion = None,
     context_length: opts.ContextLength = None,
-    strategy: opts.Strategy = "throughput",
+    strategy: opts.Strategy = "balanced",
     max_running_requests: opts.MaxRunningRequests = None,
     mamba_strategy: opts.MambaStrategy = None,
     mamba_ssm_dtype: opts.MambaSsmDtype = "fp32",

@@ -29,7 +29,9 @@ EngineVersion = Annotated[Optional[str], typer.Option(
 ContextLength = Annotated[Optional[int], typer.Option(
     "--context-length", help="Context length (default 262144, reduced to fit, not below 131072).")]
 Strategy = Annotated[str, typer.Option(
-    "--strategy", help="throughput, or latency (MTP speculative decoding).")]
+    "--strategy",
+    help="balanced (default: keep 262144 tokens, grow tp first), throughput (more replicas, shorter context "
+         "first), or latency (MTP speculative decoding, context kept).")]
 MaxRunningRequests = Annotated[Optional[int], typer.Option(
     "--max-running-requests",
     help="Concurrent requests each data-parallel replica must hold (the engines read their flag per replica); "

@@ -56,7 +56,7 @@ class Serving(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(default=30000, ge=1, le=65535)
     context_length: Optional[int] = Field(default=None, ge=1)
-    strategy: Literal["throughput", "latency"] = "throughput"
+    strategy: Literal["balanced", "throughput", "latency"] = "balanced"
     max_running_requests: Optional[int] = Field(default=None, ge=1)
     served_model_name: Optional[str] = None
     api_key_env: Optional[str] = Field(default=None, description="name of the environment variable that holds the API key")

@@ -83,7 +83,7 @@ def test_errors_name_file_line_column_key_and_what_is_allowed(tmp_path):
     assert all(line.startswith(str(path)) or line.startswith("bad.yaml") for line in found)
     assert found[0].endswith(":5:3: hardware.count: expected a number >= 1, got 0")
     assert found[1].endswith(":7:3: serving.port: expected an integer, got 'abc'")
-    assert found[2].endswith(":8:3: serving.strategy: expected 'throughput' or 'latency', got 'fast'")
+    assert found[2].endswith(":8:3: serving.strategy: expected 'balanced', 'throughput' or 'latency', got 'fast'")
     assert ":9:3: serving.colour: unknown key; allowed: host, port," in found[3]
     assert found[4].endswith(":11:3: engine.version: expected a string, got 0.5 (quote it: '0.5')")
     assert found[5].endswith(":12:7: env.A: expected a string, got 1 (quote it: '1')")

@@ -8,7 +8,7 @@ from qwen35.planner.plan import PRECISIONS, PlanRequest
 from qwen35.planner.solver import solve
 
 
-def all_plans(engine="sglang", strategy="throughput"):
+def all_plans(engine="sglang", strategy="balanced"):
     """(model, precision, gpu, plan or InputError) for every combination."""
     for name in MODEL_NAMES:
         resolved = resolve_model(name)
@@ -22,7 +22,7 @@ def all_plans(engine="sglang", strategy="throughput"):
                     yield name, precision, gpu, error
 
 
-@pytest.mark.parametrize("strategy", ["throughput", "latency"])
+@pytest.mark.parametrize("strategy", ["balanced", "throughput", "latency"])
 def test_every_combination_plans_or_explains(strategy):
     fitted = 0
     for name, precision, gpu, outcome in all_plans(strategy=strategy):
@@ -45,6 +45,40 @@ def test_every_combination_plans_or_explains(strategy):
         if strategy == "latency":
             assert "--speculative-algorithm" in outcome.commands[0].argv
     assert fitted > 100
+
+
+def test_balanced_grows_tp_before_it_shortens_the_context():
+    """Balanced (the default) shortens the context only where no tp the node allows holds 262144;
+    throughput keeps the smallest tp, so it never uses a larger tp than balanced."""
+    throughput = {(name, precision, gpu.key): outcome for name, precision, gpu, outcome in all_plans(strategy="throughput")}
+    shortened = grown = 0
+    for name, precision, gpu, outcome in all_plans():
+        if isinstance(outcome, InputError) or not outcome.fits:
+            continue
+        other = throughput[(name, precision, gpu.key)]
+        assert other.parallel.tp <= outcome.parallel.tp and other.context_length <= outcome.context_length
+        grown += other.context_length < outcome.context_length
+        if outcome.context_length < 262144:
+            shortened += 1
+            full = solve(PlanRequest(model=name, gpu=gpu.key, gpus_per_node=gpu.default_count, precision=precision,
+                                     context_length=262144), gpu, resolve_model(name))
+            assert not full.fits, (name, precision, gpu.key)
+    assert grown >= 5 and shortened >= 1
+
+
+def test_balanced_and_throughput_on_27b_l40s_8():
+    gpu = next(g for g in CATALOG if g.key == "L40S")
+    resolved = resolve_model("Qwen3.5-27B")
+    balanced = solve(PlanRequest(model="Qwen3.5-27B", gpu="L40S", gpus_per_node=8), gpu, resolved)
+    assert (balanced.parallel.tp, balanced.parallel.dp, balanced.context_length) == (4, 2, 262144)
+    assert any("tp 4: keeps the context at 262144 (balanced strategy); tp 2 holds only 131072 tokens" in reason
+               for reason in balanced.reasons)
+    assert not any("context reduced" in warning for warning in balanced.warnings)
+    throughput = solve(PlanRequest(model="Qwen3.5-27B", gpu="L40S", gpus_per_node=8, strategy="throughput"),
+                       gpu, resolved)
+    assert (throughput.parallel.tp, throughput.parallel.dp, throughput.context_length) == (2, 4, 131072)
+    assert "context reduced from 262144 to 131072 to fit memory" in throughput.warnings
+    assert not any("keeps the context" in reason for reason in throughput.reasons)
 
 
 def test_small_models_fit_one_gpu_at_full_context():

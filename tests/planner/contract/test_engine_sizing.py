@@ -51,6 +51,7 @@ GRID = [
     ("Qwen3.5-27B", "H200:1", {}),
     ("Qwen3.5-27B", "H100:2", {"precision": "fp8"}),
     ("Qwen3.5-27B", "L40S:4", {}),
+    ("Qwen3.5-27B", "L40S:4", {"strategy": "throughput"}),
     ("Qwen3.5-27B", "MI300X:1", {"precision": "fp8"}),
     ("Qwen3.5-27B", "H100:4", {"mamba_strategy": "no_buffer", "strategy": "latency"}),
     ("Qwen3.5-35B-A3B", "H100:1", {"nodes": 2}),
