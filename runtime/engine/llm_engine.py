@@ -169,7 +169,8 @@ class LLMEngine:
                        if self.tokenizer is not None else None)
         seq = Sequence(next(self._ids), prompt, params, stop_ids, detokenizer, media)
         if params.constraint is not None:
-            seq.grammar = self.compile(params.constraint)[0].matcher(in_reasoning=opens_reasoning(prompt))
+            seq.grammar = self.compile(params.constraint)[0].matcher(in_reasoning=opens_reasoning(prompt),
+                                                                     budget=params.max_tokens)
         return seq
 
     def _check_no_pads(self, prompt: list[int]) -> None:

@@ -84,6 +84,8 @@ class Sequence:
                 finish, stop_reason = "stop", self.matcher.matched
         if finish is None and len(self.output_ids) >= self.max_tokens:
             finish = "length"
+        elif finish == "stop" and self.grammar is not None and self.grammar.closed_for_budget:
+            finish, stop_reason = "length", None  # the grammar was closed early only because max_tokens was near
         if finish is not None and self.detokenizer is not None and not self.matcher.stopped:
             text += self.matcher.feed(self.detokenizer.flush())
             text += self.matcher.flush()

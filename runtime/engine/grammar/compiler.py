@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import llguidance
 
 from qwen35.runtime.engine.grammar.constraints import Constraint, GrammarError
-from qwen35.runtime.engine.grammar.matcher import GrammarMatcher
+from qwen35.runtime.engine.grammar.matcher import ClosingTokens, GrammarMatcher
 
 DEFAULT_CACHE_SIZE = 256
 
@@ -34,14 +34,17 @@ class CompileStats:
 class CompiledGrammar:
     """One constraint's compiled grammar: a template matcher that sequences copy."""
 
-    def __init__(self, constraint: Constraint, template: llguidance.LLMatcher, compile_seconds: float):
+    def __init__(self, constraint: Constraint, template: llguidance.LLMatcher, compile_seconds: float,
+                 closers: ClosingTokens):
         self.constraint = constraint
         self.template = template
         self.compile_seconds = compile_seconds
+        self.closers = closers
 
-    def matcher(self, in_reasoning: bool = False) -> GrammarMatcher:
-        """A fresh matcher at the grammar's start; with in_reasoning it engages after `</think>`."""
-        return GrammarMatcher(self.template.deep_copy(), in_reasoning)
+    def matcher(self, in_reasoning: bool = False, budget: int | None = None) -> GrammarMatcher:
+        """A fresh matcher at the grammar's start; with in_reasoning it engages after `</think>`; with a budget
+        (the sequence's max_tokens) it closes the grammar before the budget runs out."""
+        return GrammarMatcher(self.template.deep_copy(), in_reasoning, budget, self.closers)
 
 
 class GrammarCompiler:
@@ -49,6 +52,7 @@ class GrammarCompiler:
 
     def __init__(self, tokenizer: llguidance.LLTokenizer, cache_size: int = DEFAULT_CACHE_SIZE):
         self.tokenizer = tokenizer
+        self.closers = ClosingTokens.for_tokenizer(tokenizer)
         self.cache_size = cache_size
         self.stats = CompileStats()
         self._cache: OrderedDict[Constraint, CompiledGrammar] = OrderedDict()
@@ -83,7 +87,7 @@ class GrammarCompiler:
             param = constraint.param or constraint.kind
             raise GrammarError(f"'{param}' cannot be used: {_first_lines(template.get_error())}", param,
                                "fix the schema or pattern, or leave out the keywords named")
-        compiled = CompiledGrammar(constraint, template, seconds)
+        compiled = CompiledGrammar(constraint, template, seconds, self.closers)
         with self._lock:
             self._cache[constraint] = compiled
             while len(self._cache) > self.cache_size:

@@ -301,6 +301,41 @@ def test_json_object_gives_objects(tokenizer, compiler):
             json.loads(text)
 
 
+@pytest.mark.parametrize("max_tokens", [3, 12, 40])
+def test_json_object_cut_by_max_tokens_is_closed_and_parses(tokenizer, compiler, max_tokens):
+    # Plain noise rarely ends a free string by chance: most objects here were closed for the budget
+    # ("length"); those the noise finished itself (it picks the "{}" token about half the time) end with "stop".
+    results = generate(tokenizer, compiler, json_object_constraint(), 20, max_tokens=max_tokens)
+    for text, finish in results:
+        assert finish in ("length", "stop") and isinstance(json.loads(text), dict), text
+    assert sum(finish == "length" for _, finish in results) >= 10
+
+
+def test_unbounded_json_schema_cut_by_max_tokens_still_validates(tokenizer, compiler):
+    schema = {"type": "object", "properties": {"note": {"type": "string"}, "n": {"type": "integer"},
+                                               "more": {"type": "array", "items": {"type": "string"}}},
+              "required": ["note", "n", "more"], "additionalProperties": False}
+    for text, finish in generate(tokenizer, compiler, json_schema_constraint(schema), 10, max_tokens=48):
+        assert finish == "length", text
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_closing_path_reaches_an_accepting_state(tokenizer, compiler):
+    from qwen35.runtime.engine.grammar.matcher import closing_path
+
+    cases = [(json_object_constraint(), '{"ab', '{"ab": ""}'), (json_object_constraint(), '{"a": [1, {"b": tr',
+                                                                 '{"a": [1, {"b": true}]}'),
+             (json_schema_constraint(PERSON), '{"name": "Jo',
+              '{"name": "Jo", "age": 0, "tags": ["red"], "member": true}')]  # greedy: not always the shortest
+    for constraint, prefix, closed in cases:
+        matcher = compiler.compile(constraint)[0].matcher()
+        assert matcher.matcher.consume_tokens(tokenizer.encode(prefix))
+        path = closing_path(matcher.matcher, compiler.closers, 96)
+        assert prefix + tokenizer.decode(path) == closed
+        assert not matcher.matcher.is_accepting()  # the matcher itself did not move
+        assert closing_path(matcher.matcher, compiler.closers, len(path) - 1) is None
+
+
 def test_random_logits_follow_regex_choice_and_tool_calls(tokenizer, compiler):
     for text, finish in generate(tokenizer, compiler, regex_constraint(r"[0-9]{3}-(ab|cd)"), 4):
         assert finish == "stop" and len(text) == 6 and text[:3].isdigit() and text[4:] in ("ab", "cd")
@@ -351,3 +386,26 @@ def test_speculative_steps_keep_to_the_grammar(tokenizer, compiler):
     for _, text, finish in sampled + plain:
         assert finish == "stop", text
         jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_speculative_steps_close_the_grammar_for_the_budget(tokenizer, compiler):
+    """Drafts that leave the closing are rejected: greedy output cut by max_tokens equals plain decoding's, and
+    both parse."""
+    from test_speculative import tiny_model
+
+    model = tiny_model(VOCAB, seed=5)
+
+    def run(speculative_tokens: int):
+        config = EngineConfig(max_running_requests=3, max_model_len=256, speculative_tokens=speculative_tokens)
+        engine = LLMEngine(build_runner(model, config)[0], config, tokenizer, DEFAULT_STOP_TOKEN_IDS, compiler)
+        params = [SamplingParams(temperature=0.0, max_tokens=max_tokens, constraint=json_object_constraint())
+                  for max_tokens in (6, 15, 30)]
+        seqs = engine.add_request([1, 2, 3, 4], params)
+        while engine.has_work:
+            engine.step()
+        return [(seq.output_ids, seq.text, seq.finish_reason) for seq in seqs]
+
+    plain = run(0)
+    assert run(2) == plain
+    for _, text, finish in plain:
+        assert finish == "length" and isinstance(json.loads(text), dict), text
