@@ -258,13 +258,18 @@ def _configurator_inputs(server_args, model_config) -> dict:
 def _resolve_with(kvc, pre_load_gib: float, post_capture: bool) -> dict:
     from sglang.srt.runtime_context import get_schedule
 
-    schedule = get_schedule()
+    return _resolve_pools(kvc, pre_load_gib, get_schedule(), post_capture)
+
+
+def _resolve_pools(sizer, pre_load_gib: float, resolved, post_capture: bool) -> dict:
+    """The release's pool resolution on `sizer` (the configurator, or 0.5.13's ModelRunner); `resolved` holds
+    the arguments as resolved (the schedule, or the server args)."""
     try:
-        config = kvc._resolve_memory_pool_config(pre_load_gib)
+        config = sizer._resolve_memory_pool_config(pre_load_gib)
     except (AssertionError, ValueError, RuntimeError) as error:
-        return _pool_error(error, schedule.mem_fraction_static)
-    return _figures(config, schedule, kvc._calculate_mamba_ratio(), post_capture,
-                    kvc.mambaish_config.mamba2_cache_params.mamba_cache_per_req)
+        return _pool_error(error, resolved.mem_fraction_static)
+    return _figures(config, resolved, sizer._calculate_mamba_ratio(), post_capture,
+                    sizer.mambaish_config.mamba2_cache_params.mamba_cache_per_req)
 
 
 def _size_configurator_0_5_23(argv: list[str], pre_load_gib: float, after_load_gib: float) -> dict:
@@ -374,12 +379,7 @@ def _size_model_runner_0_5_13(argv: list[str], pre_load_gib: float, after_load_g
         kv_cache_dtype=torch.float8_e4m3fn if "fp8" in kv_dtype_name else torch.bfloat16,
         use_mla_backend=False, is_hybrid_swa=False, memory_pool_config=None,
         _linear_attn_registry_cache=runner_module._UNSET)
-    try:
-        config = runner._resolve_memory_pool_config(pre_load_gib)
-    except (AssertionError, ValueError, RuntimeError) as error:
-        return _pool_error(error, server_args.mem_fraction_static)
-    return _figures(config, server_args, runner._calculate_mamba_ratio(), False,
-                    runner.mambaish_config.mamba2_cache_params.mamba_cache_per_req)
+    return _resolve_pools(runner, pre_load_gib, server_args, False)
 
 
 _ADAPTERS = {"0.5.13": _size_model_runner_0_5_13, "0.5.19": _size_configurator_0_5_19,
