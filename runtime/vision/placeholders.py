@@ -2,10 +2,10 @@
 
 An image's `<|image_pad|>` becomes grid_t*grid_h*grid_w / merge_size^2 copies of itself. A
 video's `<|video_pad|>` becomes, for each temporal group, the text `<{t:.1f} seconds>` then
-`<|vision_start|>`, grid_h*grid_w / merge_size^2 video pads and `<|vision_end|>`. As in
-transformers' Qwen3VLProcessor (the processor Qwen3.5 names), only the pad token is replaced, so
-the template's own `<|vision_start|>`/`<|vision_end|>` stay around the whole video.
-(vLLM and SGLang replace the wrapped triple instead, dropping that outer pair: two tokens fewer.)
+`<|vision_start|>`, grid_h*grid_w / merge_size^2 video pads and `<|vision_end|>`. Where the chat
+template wraps the video pad as `<|vision_start|><|video_pad|><|vision_end|>`, the whole triple is
+replaced (each group carries its own pair), as transformers' Qwen3VLProcessor does from 5.25 and
+vLLM and SGLang do; a bare video pad is replaced alone.
 Pure Python: no torch, so the server can count tokens before any pixels are touched.
 """
 from __future__ import annotations
@@ -109,13 +109,20 @@ def expand_prompt_ids(ids: Sequence[int], *, image_grids: Sequence[Sequence[int]
     expanded: list[int] = []
     spans: list[PlaceholderSpan] = []
     image_index = video_index = 0
-    for token in ids:
+    skip = -1
+    for index, token in enumerate(ids):
+        if index == skip:
+            continue
         if token == tokens.image_pad:
             count = num_image_pad_tokens(image_grids[image_index], merge_size)
             spans.append(PlaceholderSpan("image", image_index, len(expanded), len(expanded) + count, count))
             expanded.extend([tokens.image_pad] * count)
             image_index += 1
         elif token == tokens.video_pad:
+            if expanded and expanded[-1] == tokens.vision_start and index + 1 < len(ids) \
+                    and ids[index + 1] == tokens.vision_end:
+                expanded.pop()  # the template's wrapper: replaced with the groups, which carry their own
+                skip = index + 1
             grid_t, grid_h, grid_w = _grid(video_grids[video_index])
             per_group = grid_h * grid_w // merge_size ** 2
             start = len(expanded)
@@ -151,9 +158,13 @@ def expand_prompt_text(text: str, *, image_grids: Sequence[Sequence[int]] = (),
             pieces.append(IMAGE_PAD * num_image_pad_tokens(image_grids[image_index], merge_size))
             image_index, position = image_index + 1, at + len(IMAGE_PAD)
         else:
+            end = at + len(VIDEO_PAD)
+            if pieces[-1].endswith(VISION_START) and text.startswith(VISION_END, end):
+                pieces[-1] = pieces[-1][:-len(VISION_START)]  # the template's wrapper, as in expand_prompt_ids
+                end += len(VISION_END)
             _, grid_h, grid_w = _grid(video_grids[video_index])
             group = VISION_START + VIDEO_PAD * (grid_h * grid_w // merge_size ** 2) + VISION_END
             pieces.extend(timestamp_text(seconds) + group for seconds in video_timestamps[video_index])
-            video_index, position = video_index + 1, at + len(VIDEO_PAD)
+            video_index, position = video_index + 1, end
     pieces.append(text[position:])
     return "".join(pieces)

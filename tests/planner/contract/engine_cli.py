@@ -350,9 +350,19 @@ def _pip(arguments: list[str]) -> None:
 # --- asking the child ---------------------------------------------------------------------
 
 
+# Optional packages of the project venv that a release's own (older) transformers pin would find and
+# misuse: transformers 5.25 brings `kernels` 0.19, whose API the 0.5.13.post1 pin (5.8.1) cannot call.
+_HIDDEN_UNDER_OWN_TRANSFORMERS = ("kernels",)
+
+
+def _hidden_from_child(target: Path) -> list[str]:
+    """Top-level modules the child must not import: the venv's extras, where the release has its own transformers."""
+    return list(_HIDDEN_UNDER_OWN_TRANSFORMERS) if (target / "transformers").is_dir() else []
+
+
 def _ask_child(engine: str, target: Path, request: dict, script: Path | None = None) -> list | dict:
     marker = json.loads((target / _MARKER).read_text())
-    request = {**request, "engine": engine, "stubs": marker["recipe"]["stubs"]}
+    request = {**request, "engine": engine, "stubs": marker["recipe"]["stubs"], "hidden": _hidden_from_child(target)}
     env = {**os.environ, "PYTHONPATH": str(target), "CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}
     # Keep bytecode of the throwaway directory (the venv's is already compiled): repeat runs import faster.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -441,6 +451,13 @@ class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
+def _isolate(request: dict) -> None:
+    """In the child: hide what the request names, then give its stand-ins."""
+    for name in request.get("hidden", ()):
+        sys.modules[name] = None  # `import` raises ImportError and find_spec answers None, as if not installed
+    _install_stand_ins(request["stubs"])
+
+
 def _install_stand_ins(roots: list[str]) -> None:
     for root in roots:
         if importlib.util.find_spec(root) is None:  # a real install always wins
@@ -502,7 +519,7 @@ def _describe(parser) -> dict:
 
 def _child_main(request_path: str, result_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
-    _install_stand_ins(request["stubs"])
+    _isolate(request)
     parser = _sglang_parser() if request["engine"] == "sglang" else _vllm_parser()
     if request["mode"] == "options":
         result = _describe(parser)

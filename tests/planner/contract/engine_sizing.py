@@ -253,7 +253,7 @@ def _child_main(request_path: str, result_path: str) -> None:
         raise SystemExit(f"one device kind per child, got {kinds}")
     if cases:
         _fake_device(cases[0]["device"])
-        _load_engine_cli()._install_stand_ins(request["stubs"])
+        _load_engine_cli()._isolate(request)
         sys.modules["sglang"] = importlib.util.module_from_spec(importlib.util.find_spec("sglang"))
         import sglang.srt.mem_cache.kv_cache_configurator  # noqa: F401  (imported once, before the forks)
         import sglang.srt.server_args  # noqa: F401

@@ -172,21 +172,22 @@ def _video_tokens(tokenizer, stamps: list[str], pads_per_group: int) -> int:
 
 
 def test_video_as_mp4_and_as_frames(client, demo_tokenizer):
-    base = _rendered_tokens(demo_tokenizer, "video")
+    # The template's <|vision_start|><|video_pad|><|vision_end|> is replaced whole by the groups.
+    base = _rendered_tokens(demo_tokenizer, "video") - 3
     video = {"type": "video_url", "video_url": {"url": _data_url(_mp4(), "video/mp4")}}
     # 8 frames at 8 fps sampled at 2 fps, raised to min_frames 4: frames 0, 2, 5, 7 in two groups of
     # 64x64 (4 tokens each) at (0 + 0.25) / 2 and (0.625 + 0.875) / 2 seconds.
     reply = client.chat.completions.create(model=NAME, messages=_user(video), max_tokens=4)
-    assert reply.usage.prompt_tokens == base - 1 + _video_tokens(demo_tokenizer, ["<0.1 seconds>", "<0.8 seconds>"], 4)
+    assert reply.usage.prompt_tokens == base + _video_tokens(demo_tokenizer, ["<0.1 seconds>", "<0.8 seconds>"], 4)
     assert reply.usage.completion_tokens == 4
     # num_frames 2 keeps frames 0 and 7: one group at 0.4375 s.
     fewer = client.chat.completions.create(model=NAME, messages=_user(video), max_tokens=4,
                                            extra_body={"mm_processor_kwargs": {"num_frames": 2}})
-    assert fewer.usage.prompt_tokens == base - 1 + _video_tokens(demo_tokenizer, ["<0.4 seconds>"], 4)
+    assert fewer.usage.prompt_tokens == base + _video_tokens(demo_tokenizer, ["<0.4 seconds>"], 4)
     # Four frames sent as images are taken as sampled at the processor's 2 fps: groups at 0.25 s and 1.25 s.
     frames = {"type": "video", "video": [IMAGE_URL] * 4}
     as_frames = client.chat.completions.create(model=NAME, messages=_user(frames), max_tokens=4)
-    assert as_frames.usage.prompt_tokens == base - 1 + _video_tokens(demo_tokenizer, ["<0.2 seconds>",
+    assert as_frames.usage.prompt_tokens == base + _video_tokens(demo_tokenizer, ["<0.2 seconds>",
                                                                                       "<1.2 seconds>"], 4)
 
 

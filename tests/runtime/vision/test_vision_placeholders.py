@@ -121,3 +121,11 @@ def test_counts_must_match_and_videos_need_encode():
     assert expanded.ids == [1] + [tokens.image_pad] * 6 + [2] + 2 * [7, 7, tokens.vision_start, tokens.video_pad,
                                                                      tokens.vision_end]
     assert [(span.start, span.end, span.num_tokens) for span in expanded.spans] == [(1, 7, 6), (8, 18, 2)]
+    # The template's wrapped pad is replaced whole: each group brings its own start and end.
+    wrapped = [1, tokens.vision_start, tokens.video_pad, tokens.vision_end, 2]
+    expanded = expand_prompt_ids(wrapped, video_grids=[(1, 2, 2)], video_timestamps=[[0.5]], encode=lambda text: [7])
+    assert expanded.ids == [1, 7, tokens.vision_start, tokens.video_pad, tokens.vision_end, 2]
+    assert [(span.start, span.end) for span in expanded.spans] == [(1, 5)]
+    text = f"a{VIDEO}b<|vision_start|><|video_pad|>"
+    assert expand_prompt_text(text, video_grids=[(1, 2, 2), (1, 2, 2)], video_timestamps=[[0.5], [1.0]]) == (
+        f"a<0.5 seconds>{VIDEO}b<|vision_start|><1.0 seconds>{VIDEO}")
