@@ -106,6 +106,7 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
     kv_dtype = "fp8_e4m3" if request.precision == "nvfp4" or resolved.stored_precision == "nvfp4" else "bf16"
     extra_kv_layers = text.mtp_num_hidden_layers if spec_tokens else 0
     kv_token = memory.kv_bytes_per_token(text, choice.tp, kv_dtype, extra_kv_layers)
+    draft_kv = kv_token.value - memory.kv_bytes_per_token(text, choice.tp, kv_dtype).value
     state = memory.state_bytes_per_slot(text, choice.tp, request.mamba_ssm_dtype)
     strategy, page_size, disable_radix, _ = mamba
     pools = engine_module(request.engine).size(Candidate(
@@ -114,7 +115,7 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
         state_per_slot=state.value, page_size=page_size, mamba_strategy=strategy, disable_radix_cache=disable_radix,
         draft_tokens=spec_tokens, requested_running=request.max_running_requests,
         vision_hidden_size=resolved.config.vision.hidden_size if resolved.config.vision else None,
-        vision_headroom=vision_headroom))
+        vision_headroom=vision_headroom, draft_kv_per_token=draft_kv))
     fraction, static, per_request = pools.mem_fraction, pools.static_bytes, pools.slots_per_request
     kv_tokens, slots, running, binding = pools.kv_tokens, pools.state_slots, pools.max_running, pools.binding
     figures = [weights, kv_token, state] + pools.figures

@@ -70,3 +70,4 @@ class Candidate:
     requested_running: int | None
     vision_hidden_size: int | None
     vision_headroom: bool = True  # False: leave out the vision-tower share (a guide's validated size)
+    draft_kv_per_token: float = 0.0  # the part of kv_per_token the speculative draft's own layers hold

@@ -36,6 +36,14 @@ MAMBA_FULL_MEMORY_RATIO = 0.9
 # (SGLANG_VLM_CACHE_SIZE_MB, plus SGLANG_MM_FEATURE_CACHE_MB with a cuda_ipc feature transport).
 VLM_CACHE_BYTES = 100 * MIB
 MM_FEATURE_CACHE_BYTES = 1024 * MIB
+# Up to 0.5.13.post1 the pools are sized by ModelRunner's KV-cache mixin (read in its source):
+# no padding slot in the state pools, no multimodal reservation, the running-request limit capped
+# by the estimate rather than half the KV tokens, and the EAGLE draft's KV pool (as many tokens,
+# its own layer) allocated by the draft worker outside the budget (the 4 GiB EAGLE reserve
+# covers it). It also refuses speculation with no_buffer under the mamba radix cache on CUDA.
+# 0.5.19 to 0.5.23 (the KV-cache configurator) are read; the releases between are not and get
+# the configurator's rules (less KV, never more).
+MIXIN_SIZING_LAST = "0.5.13"
 
 
 NAME = "SGLang"
@@ -174,6 +182,17 @@ def mem_fraction(gpu_memory_bytes: int, tp: int, version: str, vendor: str, visi
     )
 
 
+def mixin_sizing(version: str) -> bool:
+    """Whether this release sizes its pools with ModelRunner's KV-cache mixin (up to 0.5.13.post1)."""
+    return parse_version(version) <= parse_version(MIXIN_SIZING_LAST)
+
+
+def radix_cache_off(version: str, mamba_strategy: str, disable_radix_cache: bool, draft_tokens: int) -> bool:
+    """Whether the command turns the radix cache off: as chosen, or where the release refuses
+    speculation with no_buffer under the mamba radix cache (0.5.13.post1 on CUDA; ROCm turns it off itself)."""
+    return disable_radix_cache or (mamba_strategy == "no_buffer" and draft_tokens > 0 and mixin_sizing(version))
+
+
 def slots_per_request(mamba_strategy: str, disable_radix_cache: bool) -> int:
     """State slots SGLang books per running request: 3 under the mamba radix cache, 2 more for
     extra_buffer's ping-pong buffers under the overlap scheduler, 1 without the radix cache."""
@@ -184,6 +203,8 @@ def slots_per_request(mamba_strategy: str, disable_radix_cache: bool) -> int:
 
 def multimodal_reserve_bytes(vendor: str, nodes: int, version: str) -> float:
     """What a multimodal model keeps out of the KV budget for after-sizing allocations."""
+    if mixin_sizing(version):
+        return 0.0
     cuda_ipc = vendor == "nvidia" and nodes == 1 and parse_version(version) >= parse_version(MM_TRANSPORT_FLAG_FIRST)
     return VLM_CACHE_BYTES + (MM_FEATURE_CACHE_BYTES if cuda_ipc else 0)
 
@@ -196,19 +217,25 @@ def _estimated_running(kv_tokens: int, context_length: int) -> int:
 def size(candidate: Candidate) -> PoolSizing:
     """One replica's pools as SGLang's KV-cache configurator sizes them for the command we render.
 
-    Follows 0.5.23's _profile_available_bytes / _handle_max_mamba_cache / resolve_max_num_reqs
+    Follows 0.5.19-0.5.23's _profile_available_bytes / _handle_max_mamba_cache / resolve_max_num_reqs
     (checked by tests/planner/contract/test_engine_sizing.py): rest = static - weights -
     multimodal reserve; with the radix cache the state pool K takes rest x r/(1+r) (jointly with
     the speculative intermediate states), without it K is the running-request limit; every pool
-    carries one padding slot; the KV pool is the remainder in whole pages. Without
-    `vision_headroom` the fraction leaves out the release's vision-tower share (for a
-    deployment the guides validated that does not fit otherwise; the caller says so).
+    carries one padding slot; the KV pool is the remainder in whole pages. 0.5.13.post1's mixin
+    differs as MIXIN_SIZING_LAST says. Without `vision_headroom` the fraction leaves out the
+    release's vision-tower share (for a deployment the guides validated that does not fit
+    otherwise; the caller says so).
     """
     c = candidate
     gpu_bytes, vendor, nodes, version, tp, context = c.gpu_bytes, c.vendor, c.nodes, c.version, c.tp, c.context
     weights_bytes, kv_per_token, state_per_slot, page_size = c.weights_bytes, c.kv_per_token, c.state_per_slot, c.page_size
     draft_tokens, requested_running, vision_headroom = c.draft_tokens, c.requested_running, c.vision_headroom
-    mamba_strategy, disable_radix_cache, vision_hidden_size = c.mamba_strategy, c.disable_radix_cache, c.vision_hidden_size
+    mamba_strategy, vision_hidden_size = c.mamba_strategy, c.vision_hidden_size
+    disable_radix_cache = radix_cache_off(version, mamba_strategy, c.disable_radix_cache, draft_tokens)
+    mixin = mixin_sizing(version)
+    padding = 0 if mixin else 1
+    # The mixin sizes the target's KV alone; the draft worker allocates its own layers' pool beside it.
+    budget_kv_per_token = kv_per_token - (c.draft_kv_per_token if mixin else 0.0)
     figures: list[Figure] = []
     fraction_figure = mem_fraction(gpu_bytes, tp, version, vendor, vision_hidden_size if vision_headroom else None,
                                    draft_tokens > 0)
@@ -234,45 +261,49 @@ def size(candidate: Candidate) -> PoolSizing:
         figures.append(Figure("state_slots", 0, "slots", "no memory left after weights"))
         figures.append(Figure("kv_tokens", 0, "tokens", "no memory left after weights"))
         return PoolSizing(static, fraction, 0, 0, per_request, 0, "KV tokens", figures)
+    padding_text = f" + {padding} padding" if padding else ""
+    budget = rest * MAMBA_FULL_MEMORY_RATIO / (1 + MAMBA_FULL_MEMORY_RATIO)
     if disable_radix_cache:
         # The state pool is the running-request limit itself; pick that limit from the ratio split.
-        budget = rest * MAMBA_FULL_MEMORY_RATIO / (1 + MAMBA_FULL_MEMORY_RATIO)
-        by_split = int((budget - state_per_slot * (1 + draft_tokens)) // (state_per_slot * (1 + draft_tokens)))
-        split_tokens = int((rest - budget) // kv_per_token)
+        by_split = int((budget - state_per_slot * (1 + draft_tokens) * padding) // (state_per_slot * (1 + draft_tokens)))
+        split_tokens = int((rest - budget) // budget_kv_per_token)
         slots = max(0, min(cap or _estimated_running(split_tokens, context), split_tokens // 2, by_split))
-        intermediate = state_per_slot * (slots + 1) * draft_tokens
+        intermediate = state_per_slot * (slots + padding) * draft_tokens
         slots_equation = (f"radix cache off: the state pool is the running-request limit = min({cap or 'estimate'}, "
                           f"{human_bytes(budget)} (= rest x {MAMBA_FULL_MEMORY_RATIO}/(1+{MAMBA_FULL_MEMORY_RATIO})) "
                           f"// {human_bytes(state_per_slot * (1 + draft_tokens))}) = {slots}")
     else:
-        budget = rest * MAMBA_FULL_MEMORY_RATIO / (1 + MAMBA_FULL_MEMORY_RATIO)
         if draft_tokens:
-            slots = int((budget - state_per_slot * (1 + draft_tokens))
+            slots = int((budget - state_per_slot * (1 + draft_tokens) * padding)
                         // (state_per_slot * (1 + draft_tokens / per_request)))
             held = min(max(1, cap), slots // per_request)
-            intermediate = state_per_slot * (held + 1) * draft_tokens
+            intermediate = state_per_slot * (held + padding) * draft_tokens
         else:
-            slots = int((budget - state_per_slot) // state_per_slot)
+            slots = int((budget - state_per_slot * padding) // state_per_slot)
             intermediate = 0.0
-        slots_equation = (f"({human_bytes(budget)} (= rest x {MAMBA_FULL_MEMORY_RATIO}/(1+{MAMBA_FULL_MEMORY_RATIO})) - "
-                          f"one padding slot) / {human_bytes(state_per_slot)}"
+        slots_equation = (f"({human_bytes(budget)} (= rest x {MAMBA_FULL_MEMORY_RATIO}/(1+{MAMBA_FULL_MEMORY_RATIO}))"
+                          + (" - one padding slot" if padding else "") + f") / {human_bytes(state_per_slot)}"
                           + (f" x (1 + {draft_tokens}/{per_request}) with the draft states" if draft_tokens else "")
                           + f" = {slots}")
     figures.append(Figure("state_slots", slots, "slots", slots_equation))
     if intermediate:
         figures.append(Figure("spec_intermediate_state_bytes", intermediate, "bytes",
-                              f"(running + 1 padding) x {draft_tokens} draft tokens x {human_bytes(state_per_slot)} "
+                              f"(running{padding_text}) x {draft_tokens} draft tokens x {human_bytes(state_per_slot)} "
                               f"= {human_bytes(intermediate)}"))
-    state_bytes = (slots + 1) * state_per_slot + intermediate
-    tokens = max(0, int((rest - state_bytes) // kv_per_token) // page_size * page_size)
+    state_bytes = (slots + padding) * state_per_slot + intermediate
+    tokens = max(0, int((rest - state_bytes) // budget_kv_per_token) // page_size * page_size)
     figures.append(Figure("kv_tokens", tokens, "tokens",
-                          f"({human_bytes(rest)} - ({slots} + 1 padding) slots x {human_bytes(state_per_slot)}"
+                          f"({human_bytes(rest)} - ({slots}{padding_text}) slots x {human_bytes(state_per_slot)}"
                           f"{' - draft states ' + human_bytes(intermediate) if intermediate else ''}) / "
-                          f"{int(kv_per_token)} B, in whole pages of {page_size} = {tokens}"))
+                          f"{int(budget_kv_per_token)} B"
+                          + (" (the draft's KV pool is allocated beside the budget)" if budget_kv_per_token != kv_per_token else "")
+                          + f", in whole pages of {page_size} = {tokens}"))
+    estimate = _estimated_running(tokens, context)
+    # The configurator caps any limit by half the KV tokens; the mixin caps a requested one by the estimate.
     limits = {"the requested value" if requested_running else
-              ("SGLang's speculation cap" if draft_tokens else "SGLang's estimate"):
-              cap or _estimated_running(tokens, context),
-              "KV tokens": tokens // 2, "state slots": slots // per_request}
+              ("SGLang's speculation cap" if draft_tokens else "SGLang's estimate"): cap or estimate,
+              **({"SGLang's estimate": estimate} if mixin and cap else {"KV tokens": tokens // 2}),
+              "state slots": slots // per_request}
     binding = min(limits, key=limits.get)
     running = max(0, limits[binding])
     figures.append(Figure(
@@ -311,8 +342,11 @@ def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], 
         "--page-size", str(settings.page_size),
         mamba_flag(version), settings.mamba_strategy,
     ]
-    if settings.disable_radix_cache:
+    if radix_cache_off(version, settings.mamba_strategy, settings.disable_radix_cache, settings.speculative_tokens):
         base.append("--disable-radix-cache")
+        if not settings.disable_radix_cache:
+            notes.append(f"SGLang {version} refuses speculation with mamba no_buffer under the radix cache: "
+                         "--disable-radix-cache (or use --mamba-strategy extra_buffer)")
     elif settings.mamba_strategy == "no_buffer":
         # With the mamba radix cache on, no_buffer cannot run under the overlap scheduler: 0.5.19 to 0.5.23 (read in their
         # sources) refuse to start ("no_buffer do not support overlap schedule"); 0.5.13 turns

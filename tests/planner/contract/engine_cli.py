@@ -113,12 +113,18 @@ SGLANG_RECIPES = (
 )
 
 # Start-up sizing (engine_sizing.py) imports much more: the model-config registry, the
-# quantization layers and the KV-cache configurator. Verified: sglang 0.5.23.
+# quantization layers and the KV-cache configurator (ModelRunner's mixin up to 0.5.13.post1).
+# Verified: sglang 0.5.13.post1, 0.5.19, 0.5.20, 0.5.23.
+_SGLANG_SIZING = ("msgspec",) + _SGLANG_UTILS + _SGLANG_FUNCTION_CALL + (
+    "dill", "sentencepiece", "compressed-tensors", "loguru", "gguf", "apache-tvm-ffi")
+_SGLANG_SIZING_STUBS = ("triton", "torchvision", "sgl_kernel", "aiter")
 SGLANG_SIZING_RECIPES = (
-    Recipe("0.5.23",
-           deps=("msgspec",) + _SGLANG_UTILS + _SGLANG_FUNCTION_CALL
-           + ("dill", "sentencepiece", "compressed-tensors", "loguru", "gguf", "apache-tvm-ffi"),
-           stubs=("triton", "torchvision", "sgl_kernel", "aiter")),
+    # sglang.srt.configs registers model types newer transformers owns (the release's own pin is
+    # needed); a tool-call detector imports xgrammar, the MoE runners einops, the FP8 layers
+    # flashinfer at top level.
+    Recipe("0.5.13", deps=_SGLANG_SIZING + _SGLANG_MODEL_CONFIGS + ("xgrammar", "einops"),
+           stubs=_SGLANG_SIZING_STUBS + ("flashinfer",)),
+    Recipe("0.5.23", deps=_SGLANG_SIZING, stubs=_SGLANG_SIZING_STUBS),
 )
 
 VLLM_RECIPES = (
