@@ -110,6 +110,13 @@ def state_bytes_per_slot(text: TextConfig, tp: int, ssm_dtype: str = "fp32", con
     )
 
 
+def conv_bytes_per_step(text: TextConfig, tp: int, conv_dtype: str = "bf16") -> float:
+    """One Gated DeltaNet layer's conv state per step of its window on one GPU (engines that keep drafts add steps)."""
+    channels = (2 * text.linear_num_key_heads * text.linear_key_head_dim
+                + text.linear_num_value_heads * text.linear_value_head_dim) // tp
+    return channels * CACHE_DTYPE_BYTES[conv_dtype]
+
+
 def full_context_requests(kv_tokens: int, context_length: int, state_slots: int, slots_per_request: int) -> Figure:
     """How many requests fit at once if every one of them uses the whole context."""
     by_kv = kv_tokens // context_length

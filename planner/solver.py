@@ -115,7 +115,10 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
         state_per_slot=state.value, page_size=page_size, mamba_strategy=strategy, disable_radix_cache=disable_radix,
         draft_tokens=spec_tokens, requested_running=request.max_running_requests,
         vision_hidden_size=resolved.config.vision.hidden_size if resolved.config.vision else None,
-        vision_headroom=vision_headroom, draft_kv_per_token=draft_kv))
+        vision_headroom=vision_headroom, draft_kv_per_token=draft_kv, arch=gpu.arch, kv_dtype=kv_dtype,
+        attention_layers=len(text.full_attention_layer_ids) + extra_kv_layers,
+        linear_layers=len(text.linear_attention_layer_ids),
+        conv_bytes_per_step=memory.conv_bytes_per_step(text, choice.tp)))
     fraction, static, per_request = pools.mem_fraction, pools.static_bytes, pools.slots_per_request
     kv_tokens, slots, running, binding = pools.kv_tokens, pools.state_slots, pools.max_running, pools.binding
     figures = [weights, kv_token, state] + pools.figures

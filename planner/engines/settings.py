@@ -71,3 +71,9 @@ class Candidate:
     vision_hidden_size: int | None
     vision_headroom: bool = True  # False: leave out the vision-tower share (a guide's validated size)
     draft_kv_per_token: float = 0.0  # the part of kv_per_token the speculative draft's own layers hold
+    # Per-layer facts for engines that page KV and state per layer (vLLM's hybrid block pool).
+    arch: str = ""
+    kv_dtype: str = "bf16"
+    attention_layers: int = 1         # layers holding KV: full attention, plus MTP's when drafting
+    linear_layers: int = 1
+    conv_bytes_per_step: float = 0.0  # one linear-attention layer's conv state per window step, per GPU

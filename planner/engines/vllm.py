@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 
-from qwen35.planner.engines import fixed_slots, versions
+from qwen35.planner.engines import versions
 from qwen35.planner.engines.settings import Candidate, PoolSizing, ServeSettings
-from qwen35.planner.figures import GIB
+from qwen35.planner.figures import GIB, Figure, human_bytes
 from qwen35.planner.plan import EngineCommand
 
 NEWEST_KNOWN = "0.33.0"
@@ -13,11 +14,23 @@ NEWEST_KNOWN = "0.33.0"
 # Qwen3_5MoeForConditionalGeneration): 0.16.0 refuses them as "not supported for now".
 OLDEST_SUPPORTED = "0.17.0"
 SPECULATIVE_TOKENS = 2
-# Without SGLang's explicit reserve formula: what vLLM's non-KV working set needs (activations of
-# one prefill chunk, CUDA graphs, communication buffers), an estimate; --max-num-seqs' default.
+# vLLM measures its non-KV working set (the profiling run's activation peak, CUDA graphs,
+# communication buffers) at start instead of reserving by formula, so no reserve rule of the
+# release can be followed: this is an estimate. --max-num-seqs' default.
 UTILIZATION = 0.90
 WORKING_SET_BYTES = 3 * GIB
 DEFAULT_MAX_SEQS = 256
+# vLLM 0.33's hybrid block pool (Platform._align_hybrid_block_size, MambaSpec, get_kv_cache_configs):
+# attention kernels take blocks in multiples of 16 tokens, FlashAttention-4's head-dim-256 kernel on
+# datacenter Blackwell in multiples of 128 (16-bit KV; FP8 KV runs Triton attention).
+KERNEL_BLOCK = 16
+BLACKWELL_FA4_BLOCK = 128
+# Prefix caching is on for hybrid models, so the mamba cache mode is "align": a request holds 2 state
+# blocks per mamba group, one more per draft token, and on GPUs whose GDN prefill is FlashInfer's
+# (Hopper, Blackwell) one prefill checkpoint, with blocks a multiple of its 64-token checkpoint grid.
+ALIGN_STATE_BLOCKS = 2
+FLASHINFER_GDN_ARCHS = ("sm90", "sm100", "sm103", "sm120")
+GDN_CHECKPOINT_ALIGNMENT = 64
 NAME = "vLLM"
 PRECISIONS = ("bf16", "fp8", "nvfp4")
 FOLLOWS_DEPLOYMENT_GUIDE = False
@@ -46,8 +59,54 @@ def mamba_choice(vendor: str, requested: str | None, strategy: str) -> tuple[str
 
 
 def size(candidate: Candidate) -> PoolSizing:
-    """One replica's pools under --gpu-memory-utilization, one state slot per sequence."""
-    return fixed_slots.size("vllm", candidate, UTILIZATION, WORKING_SET_BYTES, DEFAULT_MAX_SEQS)
+    """One replica's block pool as vLLM 0.33 plans it: one page size for KV and state, shared blocks."""
+    c = candidate
+    static = c.gpu_bytes * UTILIZATION - WORKING_SET_BYTES
+    available = static - c.weights_bytes
+    flashinfer_gdn = c.arch in FLASHINFER_GDN_ARCHS
+    kernel = BLACKWELL_FA4_BLOCK if c.arch in ("sm100", "sm103") and c.kv_dtype == "bf16" else KERNEL_BLOCK
+    alignment = math.lcm(kernel, GDN_CHECKPOINT_ALIGNMENT) if flashinfer_gdn else kernel
+    kv_per_layer = c.kv_per_token / c.attention_layers
+    # The conv window keeps one more step per draft token.
+    mamba_page = c.state_per_slot / c.linear_layers + c.draft_tokens * c.conv_bytes_per_step
+    block = alignment * math.ceil(mamba_page / (alignment * kv_per_layer))
+    page = block * kv_per_layer
+    # Qwen3.5 has three linear-attention layers per full-attention layer: vLLM groups them into 3
+    # mamba groups and one attention group (MTP's layer joins it); one block id holds a page for
+    # each layer of the largest group, the attention group.
+    mamba_groups = 3
+    blocks = max(0, int(available // (page * c.attention_layers)))
+    state_blocks = mamba_groups * (ALIGN_STATE_BLOCKS + c.draft_tokens + (1 if flashinfer_gdn else 0))
+    request_blocks = math.ceil(c.context / block)
+    kv_tokens = int(blocks / (request_blocks + state_blocks) * c.context)
+    wanted = c.requested_running or DEFAULT_MAX_SEQS
+    # Room for one full-context request (and the null block), then the state blocks of the rest.
+    room = blocks - 1 - request_blocks
+    held = max(0, min(wanted, room // state_blocks)) if room >= state_blocks else 0
+    binding = "state blocks" if held < wanted else ("the requested value" if c.requested_running
+                                                   else f"vllm's default of {wanted}")
+    figures = [
+        Figure("static_bytes", static, "bytes", f"{human_bytes(c.gpu_bytes)} x {UTILIZATION} - "
+               f"{human_bytes(WORKING_SET_BYTES)} working set = {human_bytes(static)}"),
+        Figure("kv_and_state_budget_per_gpu", available, "bytes",
+               f"static {human_bytes(static)} - weights {human_bytes(c.weights_bytes)} = {human_bytes(available)}"),
+        Figure("block_size", block, "tokens",
+               f"{alignment} x ceil(mamba page {int(mamba_page)} B / ({alignment} x {int(kv_per_layer)} B per token "
+               f"per layer)) = {block}: one attention page holds one layer's state"),
+        Figure("state_slots", blocks, "blocks",
+               f"{human_bytes(available)} / ({block} x {int(kv_per_layer)} B x {c.attention_layers} layers per block)"
+               f" = {blocks} blocks, shared by KV and state"),
+        Figure("state_blocks_per_request", state_blocks, "blocks",
+               f"{mamba_groups} mamba groups x ({ALIGN_STATE_BLOCKS} + {c.draft_tokens} draft"
+               f"{' + 1 prefill checkpoint' if flashinfer_gdn else ''}) = {state_blocks}"),
+        Figure("kv_tokens", kv_tokens, "tokens",
+               f"{blocks} blocks / ({request_blocks} KV + {state_blocks} state blocks per {c.context}-token request)"
+               f" x {c.context} = {kv_tokens} (vLLM's 'GPU KV cache size')"),
+        Figure("max_running_requests", held, "requests",
+               f"min({wanted} wanted, ({blocks} - 1 null - {request_blocks} for one full context) // "
+               f"{state_blocks} state blocks) = {held}"),
+    ]
+    return PoolSizing(static, UTILIZATION, kv_tokens, blocks, state_blocks, held, binding, figures)
 
 
 def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], list[str]]:

@@ -141,6 +141,19 @@ VLLM_RECIPES = (
     ),
 )
 
+# Start-up sizing (vllm_sizing.py) builds the engine config and imports the Qwen3.5 model module, its
+# layers and the KV-cache planner: the model-config registry, quantization layers and the tokenizer
+# and parser modules those import. The compiled extensions get import-only stand-ins. Verified: vllm 0.33.0.
+VLLM_SIZING_RECIPES = (
+    Recipe(
+        "0.33.0",
+        deps=VLLM_RECIPES[-1].deps + ("einops", "compressed-tensors", "loguru", "ijson", "mistral-common",
+                                      "pydantic-extra-types", "pycountry"),
+        stubs=("torchvision", "vllm._C", "vllm._C_stable_libtorch", "vllm._moe_C",
+               "vllm.vllm_flash_attn._vllm_fa2_C", "vllm.vllm_flash_attn._vllm_fa3_C"),
+    ),
+)
+
 
 def default_cache_root() -> Path:
     """The cache root: $QWEN35_CONTRACT_CACHE, else ~/.cache/qwen35/contract."""
@@ -175,6 +188,11 @@ def ensure_vllm(version: str, root: Path | None = None) -> Path:
     return _ensure("vllm", version, root, _populate_vllm)
 
 
+def ensure_vllm_sizing(version: str, root: Path | None = None) -> Path:
+    """Install vllm==version's Python files with what its start-up sizing imports, under root once; return the dir."""
+    return _ensure("vllm-sizing", version, root, _populate_vllm)
+
+
 def is_installed(engine: str, version: str, root: Path | None = None) -> bool:
     """Whether that release of engine ("sglang" or "vllm") is installed under root with the current recipe."""
     target, version = _target(engine, version, root)
@@ -207,7 +225,8 @@ def recipe_for(engine: str, version: str) -> Recipe:
     """The recipe that applies to that release (the newest whose `first` is not after it)."""
     from packaging.version import Version
 
-    recipes = {"sglang": SGLANG_RECIPES, "sglang-sizing": SGLANG_SIZING_RECIPES, "vllm": VLLM_RECIPES}[engine]
+    recipes = {"sglang": SGLANG_RECIPES, "sglang-sizing": SGLANG_SIZING_RECIPES, "vllm": VLLM_RECIPES,
+               "vllm-sizing": VLLM_SIZING_RECIPES}[engine]
     wanted = Version(version)
     applicable = [recipe for recipe in recipes if Version(recipe.first) <= wanted]
     return max(applicable, key=lambda recipe: Version(recipe.first)) if applicable else recipes[0]

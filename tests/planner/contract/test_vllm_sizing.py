@@ -1,0 +1,157 @@
+"""Contract: vLLM's own start-up sizing agrees with the `vllm serve` commands we emit.
+
+For a grid of vLLM plans (dense and MoE checkpoints, bf16/fp8/nvfp4, tp 1-8, dp, ep, MTP
+speculation, Hopper and Blackwell), the release must build its config and plan its KV-cache pool
+for the command (one --max-model-len request fits), and per replica the plan's KV tokens, state
+blocks and running requests must be within 2% of the release's; --max-num-seqs must be within the
+requests whose mamba state blocks the pool holds. The network test runs the release itself
+(vllm_sizing.py) and can re-record the fixture; the fast tests compare today's plans with that
+recording, so they run in CI.
+
+Re-record after a change to the emitted commands, the weight inventory or the working set:
+    QWEN35_RECORD_SIZING=1 python -m pytest -m network tests/planner/contract/test_vllm_sizing.py
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from qwen35.planner.engines import vllm as vllm_engine
+from qwen35.planner.hardware.catalog import lookup_gpu
+from qwen35.planner.models.registry import registry_config_json, resolve_model
+from qwen35.planner.plan import Plan, PlanRequest
+from qwen35.planner.solver import solve
+
+from .engine_cli import default_cache_root, index_reachable, is_installed
+from .vllm_sizing import Device, SizingCase, vllm_sizing
+
+VERSION = "0.33.0"
+FIXTURE = Path(__file__).with_name("fixtures") / f"vllm-{VERSION}-sizing.json"
+TOLERANCE = 0.02
+PROGRAM = ["vllm", "serve"]
+CAPABILITY = {"sm80": (8, 0), "sm89": (8, 9), "sm90": (9, 0), "sm100": (10, 0), "sm103": (10, 3), "sm120": (12, 0)}
+
+# (model, GPU:count, request fields), all with --engine vllm.
+GRID = [
+    ("Qwen3.5-0.8B", "H100:1", {}),
+    ("Qwen3.5-2B", "H100:1", {"strategy": "latency"}),
+    ("Qwen3.5-4B", "H200:1", {}),
+    ("Qwen3.5-9B", "H100:1", {"precision": "fp8"}),
+    ("Qwen3.5-9B", "H100:2", {"tp": 2}),
+    ("Qwen3.5-9B", "B200:1", {"precision": "fp8"}),
+    ("Qwen3.5-27B", "H200:2", {}),
+    ("Qwen3.5-27B", "H100:4", {"strategy": "latency"}),
+    ("Qwen3.5-35B-A3B", "H100:8", {}),
+    ("Qwen3.5-35B-A3B", "H200:8", {"precision": "fp8", "strategy": "latency"}),
+    ("Qwen3.5-35B-A3B", "H100:4", {"tp": 4, "ep": 4}),
+    ("Qwen3.5-122B-A10B", "H200:8", {"precision": "fp8"}),
+    ("Qwen3.5-122B-A10B", "H100:8", {"precision": "fp8"}),
+    ("Qwen3.5-397B-A17B", "H100:8", {"precision": "fp8"}),
+    ("Qwen3.5-397B-A17B", "H200:8", {"precision": "fp8", "strategy": "latency"}),
+    ("Qwen3.5-397B-A17B", "B200:8", {"precision": "nvfp4"}),
+]
+
+
+def case_id(entry) -> str:
+    model, target, fields = entry
+    extra = ",".join(f"{key}={value}" for key, value in sorted(fields.items()))
+    return f"{model}@{target}" + (f"[{extra}]" if extra else "")
+
+
+def plan_entry(entry) -> Plan:
+    model, target, fields = entry
+    key, count = target.split(":")
+    gpu = lookup_gpu(key)
+    request = PlanRequest(model=model, gpu=gpu.key, gpus_per_node=int(count), engine="vllm",
+                          engine_version=VERSION, **fields)
+    plan = solve(request, gpu, resolve_model(model))
+    assert plan.fits, (case_id(entry), plan.reasons)
+    return plan
+
+
+def sizing_case(plan: Plan) -> SizingCase:
+    """What the release is asked: the command, on the plan's GPU, after our weights are loaded."""
+    gpu = lookup_gpu(plan.gpu)
+    command = plan.commands[0]
+    assert command.argv[:len(PROGRAM)] == PROGRAM
+    device = Device(total_bytes=int(plan.memory["gpu_memory_bytes"]), capability=CAPABILITY[gpu.arch],
+                    count=plan.request.gpus_per_node, name=gpu.key)
+    # Assumption: the profiling run's non-KV working set is the planner's estimate (see vllm_sizing.py).
+    return SizingCase(argv=command.argv[len(PROGRAM):], config=registry_config_json(plan.model, plan.precision),
+                      device=device, weights_bytes=int(plan.memory["weights_per_gpu_bytes"]),
+                      working_set_bytes=int(vllm_engine.WORKING_SET_BYTES))
+
+
+def ours(plan: Plan) -> dict:
+    """The plan's per-replica figures, named as the harness names the release's."""
+    return {"kv_cache_tokens": plan.memory["kv_tokens"], "num_blocks": plan.memory["state_slots"],
+            "max_num_seqs": plan.max_running_requests // plan.parallel.dp}
+
+
+def disagreements(plan: Plan, engine: dict) -> dict:
+    """Figure -> (ours, the release's) where they differ by more than TOLERANCE."""
+    return {name: (value, engine[name]) for name, value in ours(plan).items()
+            if abs(value - engine[name]) > TOLERANCE * engine[name]}
+
+
+def state_overflow(engine: dict) -> bool:
+    """Whether --max-num-seqs requests' mamba state blocks exceed the pool the release plans."""
+    return engine["max_num_seqs"] * engine["state_blocks_per_request"] > engine["num_blocks"]
+
+
+def load_fixture() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def test_the_grid_covers_what_the_issue_asks():
+    plans = [plan_entry(entry) for entry in GRID]
+    assert len(plans) >= 12
+    assert {plan.precision for plan in plans} == {"bf16", "fp8", "nvfp4"}
+    assert {plan.parallel.tp for plan in plans} >= {1, 2, 4, 8}
+    assert any(plan.parallel.dp > 1 for plan in plans) and any(plan.parallel.ep > 1 for plan in plans)
+    assert any(plan.speculative for plan in plans) and any(not plan.speculative for plan in plans)
+    assert any("A" in plan.model.split("-")[-1] for plan in plans) and any(plan.model.endswith("B") for plan in plans)
+
+
+def test_the_recording_is_of_todays_commands():
+    recorded = load_fixture()
+    assert recorded["version"] == VERSION
+    for entry in GRID:
+        name = case_id(entry)
+        assert name in recorded["cases"], f"{name} is not recorded: re-record (see the module docstring)"
+        case = sizing_case(plan_entry(entry))
+        stored = recorded["cases"][name]
+        assert (stored["argv"], stored["weights_bytes"], stored["working_set_bytes"]) == (
+            case.argv, case.weights_bytes, case.working_set_bytes), (
+            f"{name}: the plan's command changed since the recording; re-record (see the module docstring)")
+
+
+@pytest.mark.parametrize("entry", GRID, ids=case_id)
+def test_the_release_starts_with_what_the_plan_says(entry):
+    engine = load_fixture()["cases"][case_id(entry)]["engine"]
+    assert engine["error"] is None, engine["error"]
+    assert not state_overflow(engine)
+    assert not disagreements(plan_entry(entry), engine)
+
+
+@pytest.mark.network
+def test_sizing_against_the_release_itself():
+    if not is_installed("vllm-sizing", VERSION) and not index_reachable():
+        pytest.skip(f"vllm {VERSION} is not cached in {default_cache_root()} and the package index is unreachable")
+    plans = [plan_entry(entry) for entry in GRID]
+    cases = [sizing_case(plan) for plan in plans]
+    results = vllm_sizing(VERSION, cases)
+    if os.environ.get("QWEN35_RECORD_SIZING"):
+        FIXTURE.parent.mkdir(exist_ok=True)
+        recorded = {case_id(entry): {"argv": case.argv, "weights_bytes": case.weights_bytes,
+                                     "working_set_bytes": case.working_set_bytes, "engine": result}
+                    for entry, case, result in zip(GRID, cases, results)}
+        FIXTURE.write_text(json.dumps({"version": VERSION, "cases": recorded}, indent=1) + "\n")
+    refused = {case_id(entry): result["error"] for entry, result in zip(GRID, results) if result["error"]}
+    assert not refused
+    assert not [case_id(entry) for entry, result in zip(GRID, results) if state_overflow(result)]
+    apart = {case_id(entry): disagreements(plan, result) for entry, plan, result in zip(GRID, plans, results)}
+    assert not {name: figures for name, figures in apart.items() if figures}
