@@ -49,9 +49,15 @@ def _memory(plan: Plan) -> Table:
     per_token = mem.get("kv_bytes_per_token_per_gpu", 0)
     table.add_row("GPU memory", human_bytes(gpu), "")
     table.add_row("weights", human_bytes(weights), f"of {human_bytes(mem.get('weights_total_bytes', 0))} in the checkpoint")
-    table.add_row("linear-attention state", human_bytes(slots * per_slot),
-                  f"{int(slots)} slots x {human_bytes(per_slot)} ({int(mem.get('state_slots_per_request', 1))} per request)")
-    table.add_row("KV cache", human_bytes(max(tokens, 0) * per_token), f"{int(tokens)} tokens x {int(per_token)} B")
+    per_request = int(mem.get("state_slots_per_request", 1))
+    if mem.get("block_tokens"):  # one pool of blocks, each holding KV or a linear-attention state
+        table.add_row("KV cache and state", human_bytes(mem["block_pool_bytes"]),
+                      f"{int(slots)} blocks of {int(mem['block_tokens'])} tokens, shared: {int(tokens)} KV tokens "
+                      f"at full context, {per_request} state blocks per request")
+    else:
+        table.add_row("linear-attention state", human_bytes(slots * per_slot),
+                      f"{int(slots)} slots x {human_bytes(per_slot)} ({per_request} per request)")
+        table.add_row("KV cache", human_bytes(max(tokens, 0) * per_token), f"{int(tokens)} tokens x {int(per_token)} B")
     table.add_row("engine reserve", human_bytes(gpu - static), "activations, CUDA graphs, communication")
     return table
 

@@ -143,6 +143,8 @@ def _size(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel, summary:
         "kv_tokens": kv_tokens,
         "state_slots": slots,
     }
+    if pools.block_tokens:
+        mem |= {"block_tokens": pools.block_tokens, "block_pool_bytes": pools.block_pool_bytes}
     return Sizing(not shortfall, context, running, full.value, fraction, figures, mem, shortfall, binding)
 
 

@@ -48,6 +48,9 @@ class PoolSizing:
     max_running: int                  # per replica, as the command passes it
     binding: str                      # "KV tokens", "state slots" or "the requested value"
     figures: list = field(default_factory=list)
+    # Engines with one block pool for KV and state (vLLM): state_slots counts its blocks, shared.
+    block_tokens: int = 0             # tokens per block; 0: separate KV and state pools
+    block_pool_bytes: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,10 @@ def size(candidate: Candidate) -> PoolSizing:
     mamba_page = c.state_per_slot / c.linear_layers + c.draft_tokens * c.conv_bytes_per_step
     block = alignment * math.ceil(mamba_page / (alignment * kv_per_layer))
     page = block * kv_per_layer
-    # Qwen3.5 has three linear-attention layers per full-attention layer: vLLM groups them into 3
-    # mamba groups and one attention group (MTP's layer joins it); one block id holds a page for
-    # each layer of the largest group, the attention group.
-    mamba_groups = 3
+    # vLLM groups the layers of each kind in groups the size of the attention group (MTP's layer
+    # joins it): Qwen3.5's three linear-attention layers per full-attention layer make 3 mamba
+    # groups; one block id holds a page for each layer of a group.
+    mamba_groups = math.ceil(c.linear_layers / c.attention_layers)
     blocks = max(0, int(available // (page * c.attention_layers)))
     state_blocks = mamba_groups * (ALIGN_STATE_BLOCKS + c.draft_tokens + (1 if flashinfer_gdn else 0))
     request_blocks = math.ceil(c.context / block)
@@ -106,7 +106,8 @@ def size(candidate: Candidate) -> PoolSizing:
                f"min({wanted} wanted, ({blocks} - 1 null - {request_blocks} for one full context) // "
                f"{state_blocks} state blocks) = {held}"),
     ]
-    return PoolSizing(static, UTILIZATION, kv_tokens, blocks, state_blocks, held, binding, figures)
+    return PoolSizing(static, UTILIZATION, kv_tokens, blocks, state_blocks, held, binding, figures,
+                      block_tokens=block, block_pool_bytes=blocks * page * c.attention_layers)
 
 
 def render(settings: ServeSettings, version: str) -> tuple[list[EngineCommand], list[str]]:
