@@ -42,6 +42,21 @@ def test_human_view_shows_commands_and_memory():
     assert "kv_bytes_per_token_per_gpu" in done.stdout  # --explain lists each figure
 
 
+def test_vllm_plan_shows_one_block_pool_that_fits_the_gpu():
+    args = ("plan", "--model", "Qwen3.5-35B-A3B", "--gpu", "MI300X:8", "--engine", "vllm")
+    memory = json.loads(run(*args, "--json").stdout)["memory"]
+    # KV and the linear-attention states share vLLM's blocks: one pool, counted once.
+    assert memory["block_tokens"] > 0 and memory["state_slots"] > 0
+    reserve = memory["gpu_memory_bytes"] - memory["static_bytes"]
+    assert memory["weights_per_gpu_bytes"] + memory["block_pool_bytes"] + reserve <= memory["gpu_memory_bytes"]
+    done = run(*args)
+    assert done.returncode == 0, done.stderr
+    assert "KV cache and state" in done.stdout and f"{memory['state_slots']} blocks of" in done.stdout
+    assert "linear-attention state" not in done.stdout
+    sglang = run("plan", "--model", "Qwen3.5-35B-A3B", "--gpu", "MI300X:8")
+    assert "linear-attention state" in sglang.stdout and "KV cache and state" not in sglang.stdout
+
+
 def test_yaml_output_parses():
     import yaml
 
