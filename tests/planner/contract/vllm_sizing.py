@@ -2,7 +2,7 @@
 
 The release's Python files are installed as the parser harness installs them (``engine_cli``),
 with the light packages that the engine config, the Qwen3.5 model module and the KV-cache
-planner import. A child process (this file run as a script) fakes the plan's CUDA devices and,
+planner import. A child process (this file run as a script) fakes the plan's CUDA or ROCm devices and,
 for each case, runs what ``EngineCore._initialize_kv_caches`` runs, with the release's functions:
 
 1. parses the argv with the ``vllm serve`` parser and builds the ``VllmConfig``
@@ -26,6 +26,16 @@ What is faked, and the assumptions the figures carry:
   memory); ``torch.version.cuda`` is 13.0, the CUDA of the release's pinned torch wheel (it
   decides the GDN prefill kernel on Blackwell, and so whether a request holds a prefill
   checkpoint block). Nothing is allocated.
+- AMD GPUs (a ``Device`` with ``gcn_arch``): the platform is the release's ``RocmPlatform``, on a
+  ROCm torch (``torch.version.hip`` set, ``torch.version.cuda`` None). amdsmi is hidden, so the
+  platform reads what it would ask amdsmi through ``torch.cuda``: the GCN arch from the device
+  properties' ``gcnArchName`` (gfx942 for MI300X/MI325X, gfx950 for MI355X; the capability, 9.4 or
+  9.5, is derived from it), the total memory and the device count (``_device_count_amdsmi``). AITER
+  is off, as in the commands we emit (no ``VLLM_ROCM_USE_AITER``), and not installed. With that, the
+  release's ROCm selector picks ``ROCM_ATTN`` (its first choice; kernel blocks a multiple of 16) and
+  the GDN prefill is Triton (FlashInfer is CUDA-only, AITER's FlyDSL needs AITER on), so no request
+  holds a prefill checkpoint block and the blocks follow no 64-token checkpoint grid. The FP8
+  checkpoints' e4m3fn weights would load as e4m3fnuz on gfx942; that changes no size.
 - The memory for the KV cache: the profiling run (``determine_available_memory``) cannot run on
   CPU. The harness takes ``total x --gpu-memory-utilization - weights - working set``: the
   fraction as the release resolved it, the weights one GPU holds from our tensor inventory, and
@@ -40,8 +50,8 @@ What is faked, and the assumptions the figures carry:
   markers (no tokenizer here) and it sizes nothing; the parser harness checks the flag.
 - Compiled extensions (``vllm._C``, the flash-attention and MoE extensions, ``torchvision``)
   are import-only stand-ins, ``torch.ops`` namespaces of those extensions answer every op with a
-  no-op, and triton is hidden so the release installs its own placeholder; no sizing code calls
-  a kernel.
+  no-op, and triton is hidden so the release installs its own placeholder (given the dtypes that
+  kernel modules read at import, ``tl.bfloat16`` on ROCm); no sizing code calls a kernel.
 """
 
 from __future__ import annotations
@@ -57,17 +67,24 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve()
 _EXTENSION_OPS = ("_C", "_moe_C", "_C_cache_ops", "_vllm_fa2_C", "_vllm_fa3_C", "_qutlass_C", "_flashmla_C",
-                  "_C_stable_libtorch")
+                  "_C_stable_libtorch", "_rocm_C")
+_TRITON_DTYPES = ("bfloat16", "float16", "float32")
+# torch.version.hip of a ROCm 7.0 torch wheel; the sizing code only tests that it is set.
+_ROCM_HIP_VERSION = "7.0.51831"
 
 
 @dataclass(frozen=True)
 class Device:
-    """The GPUs the child pretends to have: per-device total memory, capability and count."""
+    """The GPUs the child pretends to have: per-device total memory, capability and count.
+
+    ``gcn_arch`` (e.g. "gfx942") makes them AMD GPUs on vLLM's ROCm platform; None, NVIDIA on CUDA.
+    """
 
     total_bytes: int
     capability: tuple[int, int]
     count: int
     name: str
+    gcn_arch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,10 +103,11 @@ def vllm_sizing(version: str, cases: list[SizingCase], root: Path | None = None)
     from .engine_cli import _ask_child, ensure_vllm_sizing
 
     target = ensure_vllm_sizing(version, root)
-    # The platform caches the capability and the device count once read: one child per kind and count.
+    # The platform caches the capability, the GCN arch and the device count once read: one child per
+    # kind and count.
     by_kind: dict[tuple, list[int]] = {}
     for index, case in enumerate(cases):
-        by_kind.setdefault((case.device.capability, case.device.count), []).append(index)
+        by_kind.setdefault(_kind(case.device.__dict__), []).append(index)
     results: list[dict] = [{}] * len(cases)
     for indices in by_kind.values():
         payload = [{"argv": cases[i].argv, "config": cases[i].config, "device": cases[i].device.__dict__,
@@ -99,6 +117,10 @@ def vllm_sizing(version: str, cases: list[SizingCase], root: Path | None = None)
         for index, answer in zip(indices, answers):
             results[index] = answer
     return results
+
+
+def _kind(device: dict) -> tuple:
+    return tuple(device["capability"]), device["count"], device.get("gcn_arch")
 
 
 # --- the child (this file run as a script) -------------------------------------------------
@@ -128,8 +150,12 @@ def _fake_device(device: dict, stubs: list[str]) -> None:
     import torch._inductor.utils  # noqa: F401
 
     capability = tuple(device["capability"])
+    gcn_arch = device.get("gcn_arch")
+    # The CU count of MI300X/MI325X (304) and MI355X (256); the SM count of H100. Sizing reads neither.
+    units = (256 if gcn_arch == "gfx950" else 304) if gcn_arch else 132
     props = types.SimpleNamespace(name=device["name"], major=capability[0], minor=capability[1],
-                                  multi_processor_count=132, total_memory=device["total_bytes"])
+                                  multi_processor_count=units, total_memory=device["total_bytes"],
+                                  gcnArchName=gcn_arch or "")
     cuda = torch.cuda
     cuda.is_available = lambda: True
     cuda._is_compiled = lambda: True
@@ -140,8 +166,14 @@ def _fake_device(device: dict, stubs: list[str]) -> None:
     cuda.get_device_name = lambda _device=None: device["name"]
     cuda.get_device_properties = lambda _device=None: props
     cuda.mem_get_info = lambda _device=None: (device["total_bytes"], device["total_bytes"])
-    torch.version.cuda = "13.0"
-    torch.version.hip = None
+    if gcn_arch:
+        # A ROCm build of torch: amdsmi hidden, so the platform reads the arch (gcnArchName), the total
+        # memory and the device count through torch.cuda, as it does when amdsmi cannot answer.
+        cuda._device_count_amdsmi = lambda: device["count"]
+        torch.version.cuda, torch.version.hip = None, _ROCM_HIP_VERSION
+        sys.modules["amdsmi"] = None
+    else:
+        torch.version.cuda, torch.version.hip = "13.0", None
     torch.library.register_fake = lambda op, fn=None, **kwargs: fn if fn is not None else (lambda f: f)
     for namespace in _EXTENSION_OPS:
         setattr(torch.ops, namespace, _NoOps())
@@ -152,10 +184,20 @@ def _fake_device(device: dict, stubs: list[str]) -> None:
         sys.meta_path.insert(0, engine_cli._StandInFinder(root))
     import vllm.platforms
     import vllm.triton_utils
-    from vllm.platforms.cuda import NonNvmlCudaPlatform
 
     vllm.triton_utils.triton.Config = _TritonConfig
-    vllm.platforms._current_platform = NonNvmlCudaPlatform()
+    for dtype in _TRITON_DTYPES:
+        # Kernel modules pick a dot dtype at import (bf16 on ROCm): the placeholder language lacks them.
+        if not hasattr(vllm.triton_utils.tl, dtype):
+            setattr(vllm.triton_utils.tl, dtype, None)
+    if gcn_arch:
+        from vllm.platforms.rocm import RocmPlatform
+
+        vllm.platforms._current_platform = RocmPlatform()
+    else:
+        from vllm.platforms.cuda import NonNvmlCudaPlatform
+
+        vllm.platforms._current_platform = NonNvmlCudaPlatform()
     # Model inspection runs in a subprocess to keep CUDA uninitialised; here it must see the fakes.
     import vllm.model_executor.models.registry as registry
 
@@ -338,7 +380,7 @@ def _run_forked(case: dict) -> dict:
 def _child_main(request_path: str, result_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     cases = request["cases"]
-    kinds = sorted({(tuple(case["device"]["capability"]), case["device"]["count"]) for case in cases})
+    kinds = sorted({_kind(case["device"]) for case in cases}, key=repr)
     if len(kinds) > 1:
         raise SystemExit(f"one device kind per child, got {kinds}")
     with tempfile.TemporaryDirectory(prefix="qwen35-vllm-cache-") as cache:
