@@ -3,7 +3,8 @@
 The format is the one runtime/server/parsers/tool_calls.py reads: a `<tool_call>` block holding
 `<function=NAME>` and one `<parameter=ARG>` block per argument, each on its own lines.
 Values follow the text forms the server's tool parser reads back (parsers/arguments.py):
-strings plain (no `<`, so a value cannot run into a tag), numbers, booleans and null as
+strings plain (any text, `<` and newlines included, that does not hold one of the tags the
+parser ends a value at: `</parameter>`, `<parameter=`, `</function>`), numbers, booleans and null as
 their JSON text, objects and arrays as JSON under their own schema (llguidance's `%json`).
 Parameters come in declaration order, required ones always, optional ones or not; no
 undeclared parameter. A string's `format` is not enforced (the plain-text form has no JSON
@@ -21,10 +22,12 @@ CALL_START, CALL_END = "<tool_call>", "</tool_call>"  # special tokens: Lark nam
 FUNCTION_OPEN, FUNCTION_CLOSE = "\n<function=", "</function>\n"
 CALL_SEPARATOR = "\n"  # parallel calls: one block per line
 _CLOSE = lark_literal("\n</parameter>\n")
-# A plain-text value and its closing tag are one regex: the lexer takes the longest text it can,
-# so a separate closing literal would lose the value's last newline to the value.
 _REGEX_CLOSE = "\\n<\\/parameter>\\n"
-_PLAIN_TEXT = "[^<]"
+_ANY_CHARACTER = "(.|\\n)"
+# Plain text may hold any character but not the tags the parser ends a value at (an llguidance lexeme
+# intersected with the complement of "holds a tag": `&` and `~` work on terminals only, so each plain
+# value is a named terminal).
+_HOLDS_END_TAG = f"/{_ANY_CHARACTER}*(<\\/parameter>|<parameter=|<\\/function>){_ANY_CHARACTER}*/"
 
 
 def tool_choice_constraint(tools: Sequence[Mapping[str, Any]], tool_choice: str | Mapping[str, Any],
@@ -53,6 +56,7 @@ def tool_calls_grammar(tools: Sequence[Mapping[str, Any]], parallel: bool) -> st
              f"call: {CALL_START} {lark_literal(FUNCTION_OPEN)} function "
              f"{lark_literal(FUNCTION_CLOSE)} {CALL_END}",
              "function: " + " | ".join(f"f{index}" for index in range(len(tools)))]
+    terminals: list[str] = []
     for index, tool in enumerate(tools):
         function = _function(tool)
         parameters = function.get("parameters") or {}
@@ -63,10 +67,10 @@ def tool_calls_grammar(tools: Sequence[Mapping[str, Any]], parallel: bool) -> st
             rule = f"f{index}_p{position}"
             where = f"tools[{index}].function.parameters.properties.{name}"
             opening = lark_literal(f"<parameter={name}>\n")
-            rules.append(f"{rule}: {opening} {_value(schema, where)}")
+            rules.append(f"{rule}: {opening} {_value(schema, where, terminals)}")
             items.append(rule if name in required else f"{rule}?")
         rules.append(f"f{index}: " + " ".join(items))
-    return "\n".join(rules) + "\n"
+    return "\n".join(rules + terminals) + "\n"
 
 
 def _function(tool: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -78,10 +82,10 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _value(schema: Any, where: str) -> str:
-    """A Lark expression for one parameter's value and its closing tag."""
+def _value(schema: Any, where: str, terminals: list[str]) -> str:
+    """A Lark expression for one parameter's value and its closing tag; plain-text terminals go to `terminals`."""
     if not isinstance(schema, Mapping):
-        return f"/{_PLAIN_TEXT}*{_REGEX_CLOSE}/"
+        return _plain_text("*", terminals)
     if "const" in schema:
         return f"{lark_literal(_plain(schema['const']))} {_CLOSE}"
     if "enum" in schema:
@@ -91,12 +95,12 @@ def _value(schema: Any, where: str) -> str:
         return "(" + " | ".join(lark_literal(_plain(v)) for v in dict.fromkeys(map(_plain, values))) + f") {_CLOSE}"
     options = schema.get("anyOf") or schema.get("oneOf")
     if options:
-        return "(" + " | ".join(f"({_value(option, where)})" for option in options) + ")"
+        return "(" + " | ".join(f"({_value(option, where, terminals)})" for option in options) + ")"
     kind = schema.get("type")
     if isinstance(kind, list):
-        return "(" + " | ".join(f"({_value({**schema, 'type': k}, where)})" for k in kind) + ")"
+        return "(" + " | ".join(f"({_value({**schema, 'type': k}, where, terminals)})" for k in kind) + ")"
     if kind is None or kind == "string":
-        return _string(schema, where)
+        return _string(schema, where, terminals)
     if kind == "boolean":
         return f'("true" | "false") {_CLOSE}'
     if kind == "null":
@@ -107,7 +111,7 @@ def _value(schema: Any, where: str) -> str:
     raise GrammarError(f"'{where}.type' {kind!r} is not a JSON Schema type", where)
 
 
-def _string(schema: Mapping[str, Any], where: str) -> str:
+def _string(schema: Mapping[str, Any], where: str, terminals: list[str]) -> str:
     pattern = schema.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str):
@@ -121,4 +125,12 @@ def _string(schema: Mapping[str, Any], where: str) -> str:
     if not isinstance(low, int) or (high is not None and not isinstance(high, int)):
         raise GrammarError(f"'{where}': minLength and maxLength must be integers", where)
     repeat = "*" if not low and high is None else f"{{{low},{'' if high is None else high}}}"
-    return f"/{_PLAIN_TEXT}{repeat}{_REGEX_CLOSE}/"
+    return _plain_text(repeat, terminals)
+
+
+def _plain_text(repeat: str, terminals: list[str]) -> str:
+    """A new terminal for `repeat` characters of plain text and the closing tag, one lexeme (the lexer takes
+    the longest text it can, so a separate closing literal would lose the value's last newline to the value)."""
+    name = f"TEXT{len(terminals)}"
+    terminals.append(f"{name}: (/{_ANY_CHARACTER}{repeat}/ & ~{_HOLDS_END_TAG}) {_CLOSE}")
+    return name

@@ -181,6 +181,38 @@ def test_named_tool_choice_is_one_call_of_that_tool(compiler, tokenizer):
     assert tool_choice_constraint([WEATHER], "auto") is None and tool_choice_constraint([WEATHER], "none") is None
 
 
+WRITE_FILE = {"type": "function", "function": {"name": "write_file", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string", "maxLength": 20}, "content": {"type": "string"}},
+    "required": ["path", "content"]}}}
+
+
+def write_call(content: str) -> str:
+    return (f"<tool_call>\n<function=write_file>\n<parameter=path>\nindex.html\n</parameter>\n"
+            f"<parameter=content>\n{content}\n</parameter>\n</function>\n</tool_call>")
+
+
+@pytest.mark.parametrize("content", ["<html>\n  <body>a < b && c > d</body>\n</html>", "if (x<3) { y = '<'; }",
+                                     "</para>", "<parameter", "", "two\n\nlines\n"])
+def test_string_arguments_may_hold_markup_and_code(compiler, tokenizer, content):
+    # Anything but the tags the parser ends a value at: the parser reads the same string back.
+    assert takes(compiler, tool_choice_constraint([WRITE_FILE], "required"), write_call(content), tokenizer)
+    parser = ToolCallParser([WRITE_FILE])
+    parser.feed(write_call(content)), parser.flush()
+    assert json.loads(parser.calls[0].arguments) == {"path": "index.html", "content": content}
+
+
+@pytest.mark.parametrize("content", ["a\n</parameter>\nb", "x <parameter=path> y", "done</function>"])
+def test_string_arguments_cannot_hold_the_parsers_end_tags(compiler, tokenizer, content):
+    assert not takes(compiler, tool_choice_constraint([WRITE_FILE], "required"), write_call(content), tokenizer)
+
+
+def test_string_length_limits_hold_with_markup(compiler, tokenizer):
+    named = tool_choice_constraint([WEATHER], {"name": "get_weather"})
+    call = TOOL_TEXT[:TOOL_TEXT.index("\n<tool_call>\n<function=get_time>")]
+    assert takes(compiler, named, call.replace("Paris", "<b>Ni</b>"), tokenizer)  # 9 characters
+    assert not takes(compiler, named, call.replace("Paris", "<b>Nice</b>"), tokenizer)  # 11: over maxLength 10
+
+
 def test_call_tags_are_the_single_special_tokens(compiler):
     matcher = compiler.compile(tool_choice_constraint([WEATHER], "required"))[0].matcher()
     assert allowed_tokens(matcher) == {TOOL_CALL}
