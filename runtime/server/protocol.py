@@ -4,7 +4,7 @@ Numbers and flags are strict (no "0.7" strings, no true for 1); range checks liv
 SamplingParams.validate so offline and served generation agree on them. Unknown fields are
 ignored, as vLLM and SGLang do. Extensions beyond OpenAI's API: top_k, min_p,
 repetition_penalty, stop_token_ids, ignore_eos, skip_special_tokens, return_token_ids,
-regex, choice, structured_outputs, enable_thinking, chat_template_kwargs and mm_processor_kwargs.
+regex, choice, ebnf, structured_outputs, enable_thinking, chat_template_kwargs and mm_processor_kwargs.
 """
 from __future__ import annotations
 
@@ -112,6 +112,7 @@ class _Sampling(_Body):
     response_format: ResponseFormat | None = None  # output constraints (structured_outputs.py): one per request
     regex: StrictStr | None = None
     choice: list[StrictStr] | None = None
+    ebnf: StrictStr | None = None
     structured_outputs: dict[str, Any] | None = None
     logit_bias: dict[str, StrictFloat] | None = None  # token id (as JSON keys are: a string) -> bias
 

@@ -2,8 +2,9 @@
 extensions, compiled before the request is queued so a bad schema answers 400 and nothing else.
 
 Extensions (in `extra_body`), as SGLang and vLLM spell them:
-  "regex": "...", "choice": ["a", "b"]            (top level)
-  "structured_outputs": {"json": {...}} / {"regex": "..."} / {"choice": [...]}   (vLLM)
+  "regex": "...", "choice": ["a", "b"], "ebnf": "..."            (top level; ebnf as SGLang takes it)
+  "structured_outputs": {"json": {...}} / {"regex": "..."} / {"choice": [...]} / {"grammar": "..."}   (vLLM)
+A grammar is Lark or GBNF (`root ::= ...`), as both engines' llguidance backends read it.
 A request may carry one of these, or a json `response_format`, or a "required" / named
 `tool_choice`: two at once are refused, since no output could be held to both.
 """
@@ -15,13 +16,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from qwen35.runtime.engine.grammar.constraints import (Constraint, GrammarError, choice_constraint,
-                                                       json_schema_constraint, regex_constraint,
+                                                       grammar_constraint, json_schema_constraint, regex_constraint,
                                                        response_format_constraint)
 from qwen35.runtime.engine.grammar.tool_grammar import tool_choice_constraint
 from qwen35.runtime.server.errors import APIError, bad_request
 from qwen35.runtime.server.serving import ServerState
 
-_STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice")
+_STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice", "grammar")
 
 
 def request_constraint(body: Any, tools: list[dict[str, Any]] | None = None,
@@ -46,6 +47,8 @@ def _constraints(body: Any, tools, tool_choice):
         yield "regex", regex_constraint(body.regex)
     if body.choice is not None:
         yield "choice", choice_constraint(body.choice)
+    if body.ebnf is not None:
+        yield "ebnf", grammar_constraint(body.ebnf)
     for kind, value in (body.structured_outputs or {}).items():
         param = f"structured_outputs.{kind}"
         if kind == "json":
@@ -54,6 +57,8 @@ def _constraints(body: Any, tools, tool_choice):
             yield param, regex_constraint(value, param)
         elif kind == "choice":
             yield param, choice_constraint(value, param)
+        elif kind == "grammar":
+            yield param, grammar_constraint(value, param)
         else:
             raise GrammarError(f"'{kind}' is not supported here; use one of {', '.join(_STRUCTURED_OUTPUT_KINDS)}",
                                param)

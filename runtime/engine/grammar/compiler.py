@@ -110,6 +110,8 @@ def _grammar_text(constraint: Constraint) -> str:
             return llguidance.LLMatcher.grammar_from_json_schema(constraint.source)
         if constraint.kind == "regex":
             return llguidance.LLMatcher.grammar_from_regex(constraint.source)
+        if constraint.kind == "grammar":  # GBNF is converted to Lark; Lark passes through
+            return llguidance.grammar_from("grammar", constraint.source)
         return llguidance.LLMatcher.grammar_from_lark(constraint.source)
     except ValueError as error:
         raise GrammarError(f"'{constraint.param or constraint.kind}' cannot be used: {error}",

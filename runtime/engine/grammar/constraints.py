@@ -36,7 +36,7 @@ class Constraint:
     field it came from, for error messages, and takes no part in equality.
     """
 
-    kind: Literal["json_schema", "regex", "lark"]
+    kind: Literal["json_schema", "regex", "lark", "grammar"]  # grammar: Lark or GBNF text, as a client sends it
     source: str
     param: str = field(default="", compare=False)
 
@@ -65,6 +65,13 @@ def regex_constraint(pattern: Any, param: str = "regex") -> Constraint:
     if not isinstance(pattern, str) or not pattern:
         raise GrammarError(f"'{param}' must be a non-empty regular expression string", param)
     return Constraint("regex", pattern, param)
+
+
+def grammar_constraint(text: Any, param: str = "ebnf") -> Constraint:
+    """Output in a context-free grammar the client wrote: Lark, or GBNF (llama.cpp's EBNF, `root ::= ...`)."""
+    if not isinstance(text, str) or not text.strip():
+        raise GrammarError(f"'{param}' must be a non-empty grammar (Lark, or GBNF with a 'root' rule)", param)
+    return Constraint("grammar", text, param)
 
 
 def lark_literal(text: str) -> str:

@@ -175,6 +175,9 @@ def test_named_tool_choice_calls_that_tool(tools_demo):
     ({"regex": r"[A-Z]{2}-[0-9]{4}"}, lambda text: re.fullmatch(r"[A-Z]{2}-[0-9]{4}", text)),
     ({"structured_outputs": {"json": json.dumps({"type": "integer", "minimum": 5, "maximum": 9})}},
      lambda text: 5 <= json.loads(text) <= 9),
+    ({"structured_outputs": {"grammar": 'root ::= "go " dir\ndir ::= "left" | "right" | [0-9]{2}'}},  # GBNF (vLLM)
+     lambda text: re.fullmatch(r"go (left|right|[0-9]{2})", text)),
+    ({"ebnf": 'start: "at " NUM "h"\nNUM: /[0-9]{1,2}/'}, lambda text: re.fullmatch(r"at [0-9]{1,2}h", text)),  # Lark
 ])
 def test_choice_regex_and_structured_outputs(demo, extra, check):
     for seed in range(3):
@@ -197,7 +200,9 @@ def test_completions_take_constraints_too(demo):
      "response_format.json_schema.schema", "shoe-size"),
     ({"regex": "(unclosed"}, "regex", "unclosed group"),
     ({"choice": []}, "choice", "non-empty list"),
-    ({"structured_outputs": {"grammar": "root ::= x"}}, "structured_outputs.grammar", "not supported"),
+    ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag", "not supported"),
+    ({"structured_outputs": {"grammar": "root ::= missing"}}, "structured_outputs.grammar", "missing"),
+    ({"ebnf": "start: (unclosed"}, "ebnf", "cannot be used"),
     ({"structured_outputs": {"json": "{not json"}}, "structured_outputs.json", "not valid JSON"),
     ({"regex": "a+", "choice": ["a"]}, "choice", "constrains its output twice"),
 ])
