@@ -18,6 +18,8 @@ from qwen35.planner.plan import ENGINES, MAMBA_STRATEGIES, STRATEGIES, Parallel,
 
 CONTEXT_STEPS = (262144, 196608, 131072)
 THINKING_MIN_CONTEXT = 131072
+# A replica that runs fewer requests at once than this is a poor deployment while a larger tp runs more.
+BALANCED_MIN_RUNNING = 8
 LARGE_CHECKPOINT_BYTES = 100 * 10**9
 
 
@@ -163,16 +165,43 @@ def _candidates(request: PlanRequest, choices: list[TpChoice]):
 
 
 def _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version, vision_headroom=True):
-    """First (tp, context) that fits in the strategy's order; plus every miss, the largest tp last."""
-    misses = []
+    """First (tp, context) that fits in the strategy's order; plus every miss, the largest tp last.
+
+    Outside the throughput strategy a fit whose replica runs fewer than BALANCED_MIN_RUNNING requests is
+    passed over while a larger tp at the same context runs more; when none reaches the floor, the fit
+    running the most requests over the node wins (the smaller tp on a tie).
+    """
+    misses, thin = [], []
     for choice, context in _candidates(request, choices):
+        if thin and context != thin[0][1].context_length:
+            break  # every tp at the thin fits' context was tried: keep that context
         sizing = _size(request, gpu, resolved, weights, choice, context, mamba, spec_tokens, version,
                        vision_headroom)
-        if sizing.fits:
+        if not sizing.fits:
+            misses.append((choice, sizing))
+        elif (sizing.max_running >= BALANCED_MIN_RUNNING or request.strategy == "throughput"
+              or request.max_running_requests is not None):
+            if thin and _node_running(request, choice, sizing) <= max(_node_running(request, *fit) for fit in thin):
+                break  # a larger tp that runs no more over the node is no better than the thin fits
             return choice, sizing, misses
-        misses.append((choice, sizing))
+        else:
+            thin.append((choice, sizing))
+    if thin:
+        return (*max(thin, key=lambda fit: (_node_running(request, *fit), -fit[0].tp)), misses)
     misses.sort(key=lambda miss: miss[0].tp)
     return None, None, misses
+
+
+def _replicas(request: PlanRequest, tp: int) -> int:
+    """Data-parallel replicas of tp in the node: what the plan runs unless --dp says otherwise."""
+    if request.dp:
+        return request.dp
+    engine = engine_module(request.engine)
+    return 1 if not engine.DATA_PARALLEL or tp >= request.gpus_per_node else request.gpus_per_node // tp
+
+
+def _node_running(request: PlanRequest, choice: TpChoice, sizing: Sizing) -> int:
+    return sizing.max_running * _replicas(request, choice.tp)
 
 
 _WEIGHTS: dict[tuple, tuple[ResolvedModel, memory.WeightSummary]] = {}
@@ -261,8 +290,11 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
             choice, sizing = guided, guided_sizing
     if documented and choice is not None:
         if choice.tp > documented:
-            plan.reasons.append(f"tp {choice.tp}: the deployment guide's tp {documented} for {resolved.name} on "
-                                f"{gpu.key} at {precision.upper()} does not fit memory at this context")
+            # Where the guide's tp fits but runs too few requests, _explain_context_kept says so.
+            if not _size(request, gpu, resolved, weights, choices[0], sizing.context_length, mamba, spec_tokens,
+                         version).fits:
+                plan.reasons.append(f"tp {choice.tp}: the deployment guide's tp {documented} for {resolved.name} on "
+                                    f"{gpu.key} at {precision.upper()} does not fit memory at this context")
         elif memory_choice and memory_choice.tp < documented:
             plan.reasons.append(
                 f"tp {documented}: the deployment guide's validated size for {resolved.name} on {gpu.key} at "
@@ -278,8 +310,7 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
     plan.fits = True
     plan.reasons += [f"skipped {why}" for tp, why in skipped if tp < choice.tp]
     nodes = max(1, math.ceil(choice.tp / request.gpus_per_node))
-    dp = 1 if not engine.DATA_PARALLEL or choice.tp >= request.gpus_per_node else request.gpus_per_node // choice.tp
-    dp = request.dp or dp
+    dp = _replicas(request, choice.tp)
     plan.parallel = Parallel(tp=choice.tp, ep=choice.ep, dp=dp, pp=1, nodes=nodes,
                              gpus_per_node=min(request.gpus_per_node, choice.tp * dp))
     plan.context_length = sizing.context_length
@@ -361,10 +392,22 @@ def _explain_choices(plan: Plan, request: PlanRequest, engine, choice: TpChoice,
 
 def _explain_context_kept(plan, request, gpu, resolved, weights, choices, choice, sizing, mamba, spec_tokens,
                           version) -> None:
-    """Say so when tp grew to keep the context that a smaller tp would have shortened."""
-    if request.strategy == "throughput" or request.context_length is not None:
+    """Say so when tp grew past a smaller tp that runs too few requests, or to keep the context that a smaller
+    tp would have shortened."""
+    if request.strategy == "throughput":
         return
     smaller = [c for c in choices if c.tp < choice.tp]
+    for candidate in smaller:
+        thin = _size(request, gpu, resolved, weights, candidate, sizing.context_length, mamba, spec_tokens, version)
+        if thin.fits:
+            plan.reasons.append(
+                f"tp {choice.tp}: tp {candidate.tp} runs only {thin.max_running} requests per replica at "
+                f"{sizing.context_length} tokens ({_node_running(request, candidate, thin)} over the node, against "
+                f"{_node_running(request, choice, sizing)}); the {request.strategy} strategy passes over replicas of "
+                f"fewer than {BALANCED_MIN_RUNNING} while a larger tp runs more")
+            return
+    if request.context_length is not None:
+        return
     shorter = [context for context in CONTEXT_STEPS if context < sizing.context_length]
     for candidate in smaller:
         for context in shorter:

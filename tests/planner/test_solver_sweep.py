@@ -81,6 +81,51 @@ def test_balanced_and_throughput_on_27b_l40s_8():
     assert not any("keeps the context" in reason for reason in throughput.reasons)
 
 
+def test_balanced_passes_over_replicas_that_run_too_few_requests():
+    # vLLM's block pool gives tp 1 two requests per replica (a full context and the state blocks);
+    # tp 2 runs 256 each: balanced takes tp 2 and says why, throughput keeps the most replicas.
+    gpu = next(g for g in CATALOG if g.key == "H200")
+    resolved = resolve_model("Qwen3.5-122B-A10B")
+    request = dict(model="Qwen3.5-122B-A10B", gpu="H200", gpus_per_node=8, precision="fp8", engine="vllm")
+    balanced = solve(PlanRequest(**request), gpu, resolved)
+    assert (balanced.parallel.tp, balanced.parallel.dp, balanced.context_length) == (2, 4, 262144)
+    assert balanced.max_running_requests == 4 * 256
+    assert any(reason.startswith("tp 2: tp 1 runs only 2 requests per replica at 262144 tokens (16 over the node")
+               for reason in balanced.reasons)
+    throughput = solve(PlanRequest(**request, strategy="throughput"), gpu, resolved)
+    assert (throughput.parallel.tp, throughput.parallel.dp, throughput.max_running_requests) == (1, 8, 16)
+    forced = solve(PlanRequest(**request, tp=1), gpu, resolved)  # asked for: honoured however few it runs
+    assert forced.fits and forced.parallel.tp == 1
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_a_thin_replica_only_where_no_larger_tp_runs_more(engine):
+    """A balanced plan whose replica runs fewer than 8 requests is one where every larger tp at its context
+    either does not fit or runs no more requests over the node."""
+    from qwen35.planner.solver import BALANCED_MIN_RUNNING
+
+    thin = 0
+    for name, precision, gpu, outcome in all_plans(engine=engine):
+        if isinstance(outcome, InputError) or not outcome.fits:
+            continue
+        p = outcome.parallel
+        if outcome.max_running_requests // p.dp >= BALANCED_MIN_RUNNING or p.nodes > 1:
+            continue
+        thin += 1
+        for tp in (2, 4, 8):
+            if tp <= p.tp or tp > gpu.default_count:
+                continue
+            try:
+                other = solve(PlanRequest(model=name, gpu=gpu.key, gpus_per_node=gpu.default_count,
+                                          precision=precision, engine=engine, tp=tp,
+                                          context_length=outcome.context_length), gpu, resolve_model(name))
+            except InputError:
+                continue  # that tp does not divide the model
+            assert not other.fits or other.max_running_requests <= outcome.max_running_requests, (
+                name, precision, gpu.key, tp)
+    assert thin < 40
+
+
 def test_small_models_fit_one_gpu_at_full_context():
     for name in ("Qwen3.5-0.8B", "Qwen3.5-2B", "Qwen3.5-4B", "Qwen3.5-9B"):
         gpu = next(g for g in CATALOG if g.key == "H100")
