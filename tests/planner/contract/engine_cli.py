@@ -483,6 +483,29 @@ def _isolate(request: dict) -> None:
     _install_stand_ins(request["stubs"])
 
 
+def run_forked(work: Callable[[Path], dict], prefix: str) -> dict:
+    """In a child: `work(scratch)` in a fork, so every case starts from the same freshly imported release.
+
+    The fork's failure comes back as {"error": "harness: <traceback>", "stage": "harness"}, never swallowed.
+    """
+    import traceback
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        result_path = Path(scratch) / "result.json"
+        pid = os.fork()
+        if pid == 0:
+            try:
+                outcome = work(Path(scratch))
+            except BaseException:  # noqa: BLE001 - reported to the parent
+                outcome = {"error": "harness: " + traceback.format_exc(limit=8), "stage": "harness"}
+            result_path.write_text(json.dumps(outcome))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        if not result_path.exists():
+            return {"error": "harness: the case's process died", "stage": "harness"}
+        return json.loads(result_path.read_text())
+
+
 def _install_stand_ins(roots: list[str]) -> None:
     for root in roots:
         if importlib.util.find_spec(root) is None:  # a real install always wins

@@ -34,8 +34,6 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -391,24 +389,6 @@ _SIZING_MODULES = {"0.5.13": "sglang.srt.model_executor.model_runner",
                    "0.5.23": "sglang.srt.mem_cache.kv_cache_configurator"}
 
 
-def _run_forked(case: dict, version: str) -> dict:
-    """One case in a fork of the child: every case starts from the same freshly imported release."""
-    with tempfile.TemporaryDirectory(prefix="qwen35-sizing-") as scratch:
-        result_path = Path(scratch) / "result.json"
-        pid = os.fork()
-        if pid == 0:
-            try:
-                outcome = _size_one(case, Path(scratch), version)
-            except BaseException:  # noqa: BLE001 - reported to the parent, never swallowed
-                outcome = {"error": "harness: " + traceback.format_exc(limit=6), "stage": "harness"}
-            result_path.write_text(json.dumps(outcome))
-            os._exit(0)
-        os.waitpid(pid, 0)
-        if not result_path.exists():
-            return {"error": "harness: the case's process died", "stage": "harness"}
-        return json.loads(result_path.read_text())
-
-
 def _child_main(request_path: str, result_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     cases = request["cases"]
@@ -420,12 +400,14 @@ def _child_main(request_path: str, result_path: str) -> None:
     if cases:
         _fake_device(cases[0]["device"])
         _skip_fakes_of_missing_ops()
-        _load_engine_cli()._isolate(request)
+        engine_cli = _load_engine_cli()
+        engine_cli._isolate(request)
         sys.modules["sglang"] = importlib.util.module_from_spec(importlib.util.find_spec("sglang"))
         importlib.import_module("sglang.srt.server_args")
         importlib.import_module(_SIZING_MODULES[_family(request["version"])])
     for index, case in enumerate(cases):
-        results[index] = _run_forked(case, request["version"])
+        results[index] = engine_cli.run_forked(lambda scratch: _size_one(case, scratch, request["version"]),
+                                               "qwen35-sizing-")
     Path(result_path).write_text(json.dumps(results))
 
 

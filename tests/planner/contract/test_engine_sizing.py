@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from qwen35.planner.hardware.catalog import lookup_gpu
-from qwen35.planner.models.registry import registry_config_json, resolve_model
-from qwen35.planner.plan import Plan, PlanRequest
-from qwen35.planner.solver import solve
+from qwen35.planner.models.registry import registry_config_json
+from qwen35.planner.plan import Plan
 
+from . import sizing_grid
 from .engine_cli import default_cache_root, index_reachable, is_installed
 from .engine_sizing import Device, SizingCase, sglang_sizing
+from .sizing_grid import CAPABILITY, case_id
 
 # Every release the planner renders for; each is sized by its own code (engine_sizing.py picks
 # the entry points that release has) on the commands rendered with --engine-version for it.
@@ -34,8 +35,6 @@ VERSIONS = ("0.5.13.post1", "0.5.19", "0.5.20", "0.5.23")
 FIXTURES = Path(__file__).with_name("fixtures")
 TOLERANCE = 0.02
 PROGRAM = ["python3", "-m", "sglang.launch_server"]
-CAPABILITY = {"sm80": (8, 0), "sm89": (8, 9), "sm90": (9, 0), "sm100": (10, 0), "sm103": (10, 3),
-              "sm120": (12, 0), "gfx942": (9, 4), "gfx950": (9, 5)}
 
 # (model, GPU:count, request fields). Multi-node plans are checked on node 0's command.
 GRID = [
@@ -79,24 +78,12 @@ GRID = [
 ]
 
 
-def case_id(entry) -> str:
-    model, target, fields = entry
-    extra = ",".join(f"{key}={value}" for key, value in sorted(fields.items()))
-    return f"{model}@{target}" + (f"[{extra}]" if extra else "")
-
-
 def fixture_path(version: str) -> Path:
     return FIXTURES / f"sglang-{version}-sizing.json"
 
 
 def plan_entry(entry, version: str) -> Plan:
-    model, target, fields = entry
-    key, count = target.split(":")
-    gpu = lookup_gpu(key)
-    request = PlanRequest(model=model, gpu=gpu.key, gpus_per_node=int(count), engine_version=version, **fields)
-    plan = solve(request, gpu, resolve_model(model))
-    assert plan.fits, (case_id(entry), plan.reasons)
-    return plan
+    return sizing_grid.plan_entry(entry, "sglang", version)
 
 
 def sizing_case(plan: Plan) -> SizingCase:

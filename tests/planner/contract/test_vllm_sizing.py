@@ -23,20 +23,18 @@ import pytest
 
 from qwen35.planner.engines import vllm as vllm_engine
 from qwen35.planner.hardware.catalog import lookup_gpu
-from qwen35.planner.models.registry import registry_config_json, resolve_model
-from qwen35.planner.plan import Plan, PlanRequest
-from qwen35.planner.solver import solve
+from qwen35.planner.models.registry import registry_config_json
+from qwen35.planner.plan import Plan
 
+from . import sizing_grid
 from .engine_cli import default_cache_root, index_reachable, is_installed
+from .sizing_grid import CAPABILITY, case_id
 from .vllm_sizing import Device, SizingCase, vllm_sizing
 
 VERSION = "0.33.0"
 FIXTURE = Path(__file__).with_name("fixtures") / f"vllm-{VERSION}-sizing.json"
 TOLERANCE = 0.02
 PROGRAM = ["vllm", "serve"]
-# The device capability torch reports: CUDA's compute capability, on ROCm HIP's major/minor of the gfx target.
-CAPABILITY = {"sm80": (8, 0), "sm89": (8, 9), "sm90": (9, 0), "sm100": (10, 0), "sm103": (10, 3), "sm120": (12, 0),
-              "gfx942": (9, 4), "gfx950": (9, 5)}
 
 # (model, GPU:count, request fields), all with --engine vllm.
 GRID = [
@@ -78,21 +76,8 @@ GRID = [
 ]
 
 
-def case_id(entry) -> str:
-    model, target, fields = entry
-    extra = ",".join(f"{key}={value}" for key, value in sorted(fields.items()))
-    return f"{model}@{target}" + (f"[{extra}]" if extra else "")
-
-
 def plan_entry(entry) -> Plan:
-    model, target, fields = entry
-    key, count = target.split(":")
-    gpu = lookup_gpu(key)
-    request = PlanRequest(model=model, gpu=gpu.key, gpus_per_node=int(count), engine="vllm",
-                          engine_version=VERSION, **fields)
-    plan = solve(request, gpu, resolve_model(model))
-    assert plan.fits, (case_id(entry), plan.reasons)
-    return plan
+    return sizing_grid.plan_entry(entry, "vllm", VERSION)
 
 
 def sizing_case(plan: Plan) -> SizingCase:

@@ -61,7 +61,6 @@ import json
 import os
 import sys
 import tempfile
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,24 +358,6 @@ def _size_one(case: dict, scratch: Path) -> dict:
     }
 
 
-def _run_forked(case: dict) -> dict:
-    """One case in a fork of the child: every case starts from the same freshly imported release."""
-    with tempfile.TemporaryDirectory(prefix="qwen35-vllm-sizing-") as scratch:
-        result_path = Path(scratch) / "result.json"
-        pid = os.fork()
-        if pid == 0:
-            try:
-                outcome = _size_one(case, Path(scratch))
-            except BaseException:  # noqa: BLE001 - reported to the parent, never swallowed
-                outcome = {"error": "harness: " + traceback.format_exc(limit=8), "stage": "harness"}
-            result_path.write_text(json.dumps(outcome))
-            os._exit(0)
-        os.waitpid(pid, 0)
-        if not result_path.exists():
-            return {"error": "harness: the case's process died", "stage": "harness"}
-        return json.loads(result_path.read_text())
-
-
 def _child_main(request_path: str, result_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     cases = request["cases"]
@@ -392,7 +373,9 @@ def _child_main(request_path: str, result_path: str) -> None:
             import vllm.entrypoints.common.cli_args  # noqa: F401
             import vllm.model_executor.models.qwen3_5  # noqa: F401
             import vllm.v1.core.kv_cache_planning  # noqa: F401
-        results = [_run_forked(case) for case in cases]
+        engine_cli = _load_engine_cli()
+        results = [engine_cli.run_forked(lambda scratch, case=case: _size_one(case, scratch), "qwen35-vllm-sizing-")
+                   for case in cases]
     Path(result_path).write_text(json.dumps(results))
 
 
