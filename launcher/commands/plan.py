@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from qwen35.launcher.commands import plan_options as opts
+from qwen35.launcher.commands.plan_options import memory_size_bytes
 from qwen35.planner.errors import InputError
 
 EXAMPLES = """
@@ -56,10 +57,7 @@ def resolve_request(ctx: typer.Context, values: dict, profile: Optional[str]):
     precision = values["precision"]
     if precision is not None and precision.lower() not in ("bf16", "fp8", "nvfp4", "fp4"):
         raise InputError(f"unknown precision '{precision}'", "choose bf16, fp8 or nvfp4")
-    gpu_memory = values["gpu_memory"]
-    if gpu_memory is not None and gpu_memory <= 0:
-        raise InputError(f"--gpu-memory must be positive GiB, got {gpu_memory}", "try --gpu-memory 48")
-    memory_bytes = int(gpu_memory * (1 << 30)) if gpu_memory else None
+    memory_bytes = memory_size_bytes(values["gpu_memory"]) if values["gpu_memory"] is not None else None
     values = {**values, "precision": {"fp4": "nvfp4"}.get(precision.lower(), precision.lower()) if precision else None}
     if profile:
         loaded = load_profile(find_profile(profile))

@@ -6,16 +6,23 @@ typer requires for Annotated options.
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Optional
 
 import typer
+
+from qwen35.planner.errors import InputError
+
+_MEMORY_UNITS = {"": 1 << 30, "g": 1 << 30, "gib": 1 << 30, "m": 1 << 20, "mib": 1 << 20, "gb": 10**9, "mb": 10**6,
+                 "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
 
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Registry name (Qwen3.5-9B), hub id (Qwen/Qwen3.5-9B-FP8) or a local checkpoint directory.")]
 Gpu = Annotated[str, typer.Option(
     "--gpu", help="GPU target NAME[:COUNT] (e.g. H200:8), 'cpu' for the bundled runtime, or 'auto' to detect.")]
-GpuMemory = Annotated[Optional[float], typer.Option(
-    "--gpu-memory", help="Memory per GPU in GiB as the driver reports it: for a GPU outside the catalogue "
+GpuMemory = Annotated[Optional[str], typer.Option(
+    "--gpu-memory", help="Memory per GPU as the driver reports it, in GiB (47.5, 47.5GiB) or with a unit "
+                         "(49140MiB as nvidia-smi prints it, 51.5GB): for a GPU outside the catalogue "
                          "(planned without FP8/FP4, PCIe links), or to override a catalogue part's.")]
 FallbackGpu = Annotated[Optional[str], typer.Option(
     "--fallback-gpu", help="Target to use when --gpu auto finds no GPU.")]
@@ -51,3 +58,13 @@ _FORCE = "Force the {what}; refused with the reason when the model or engine can
 Tp = Annotated[Optional[int], typer.Option("--tp", help=_FORCE.format(what="tensor-parallel size"))]
 Dp = Annotated[Optional[int], typer.Option("--dp", help=_FORCE.format(what="data-parallel replicas in a node"))]
 Ep = Annotated[Optional[int], typer.Option("--ep", help=_FORCE.format(what="expert-parallel size: 1, or the TP size"))]
+
+
+def memory_size_bytes(text: str) -> int:
+    """--gpu-memory's value in bytes: a bare number is GiB; GiB/MiB/TiB (or G/M/T) are binary, GB/MB/TB decimal."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _MEMORY_UNITS or float(match.group(1)) <= 0:
+        raise InputError(f"--gpu-memory must be a positive size such as 47.5 (GiB), 47.5GiB or 49140MiB, got {text!r}",
+                         "try --gpu-memory 48")
+    return int(float(match.group(1)) * _MEMORY_UNITS[unit])

@@ -100,10 +100,29 @@ def test_gpu_memory_plans_a_gpu_outside_the_catalogue():
     assert small.returncode == 3 and json.loads(small.stdout)["fits"] is False
 
 
+@pytest.mark.parametrize("given, expected", [("47.5", 47.5 * (1 << 30)), ("47.5GiB", 47.5 * (1 << 30)),
+                                             ("48 G", 48 << 30), ("49140MiB", 49140 << 20), ("51.5GB", 51.5e9),
+                                             ("1TiB", 1 << 40)])
+def test_gpu_memory_takes_units(given, expected):
+    from qwen35.launcher.commands.plan_options import memory_size_bytes
+
+    assert memory_size_bytes(given) == int(expected)
+
+
+@pytest.mark.parametrize("given", ["0", "-4", "48 GiBs", "lots", "", "4..5"])
+def test_gpu_memory_refuses_what_is_not_a_size(given):
+    from qwen35.launcher.commands.plan_options import memory_size_bytes
+    from qwen35.planner.errors import InputError
+
+    with pytest.raises(InputError, match="--gpu-memory must be a positive size"):
+        memory_size_bytes(given)
+
+
 BAD_INPUTS = {
     "unknown model": (["--model", "Qwen3.5-1000B", "--gpu", "H100:8"], "Qwen3.5-1000B"),
     "unknown gpu": (["--model", "Qwen3.5-9B", "--gpu", "H900:8"], "--gpu-memory"),
     "non-positive gpu memory": (["--model", "Qwen3.5-9B", "--gpu", "A6000:1", "--gpu-memory", "0"], "--gpu-memory"),
+    "gpu memory in no unit": (["--model", "Qwen3.5-9B", "--gpu", "A6000:1", "--gpu-memory", "48 bananas"], "49140MiB"),
     "precision the checkpoint lacks": (["--model", "Qwen3.5-0.8B", "--precision", "fp8", "--gpu", "H100:1"], "FP8"),
     "precision the gpu lacks": (["--model", "Qwen3.5-397B-A17B", "--precision", "nvfp4", "--gpu", "H100:8"], "NVFP4"),
     "unknown precision": (["--model", "Qwen3.5-9B", "--precision", "int3", "--gpu", "H100:1"], "int3"),
