@@ -81,10 +81,13 @@ class ChatMessage(_Body):
 
 
 class ResponseFormat(_Body):
-    """response_format: text, json_object, or json_schema with {"name", "schema", "strict", "description"}."""
+    """response_format: text, json_object, json_schema with {"name", "schema", "strict", "description"}, or
+    structural_tag with "structures" and "triggers" (the extension vLLM and SGLang take)."""
 
-    type: Literal["text", "json_object", "json_schema"]
+    type: Literal["text", "json_object", "json_schema", "structural_tag"]
     json_schema: dict[str, Any] | None = None
+    structures: list[Any] | None = None
+    triggers: list[Any] | None = None
 
 
 class _Sampling(_Body):

@@ -3,7 +3,9 @@ extensions, compiled before the request is queued so a bad schema answers 400 an
 
 Extensions (in `extra_body`), as SGLang and vLLM spell them:
   "regex": "...", "choice": ["a", "b"], "ebnf": "..."            (top level; ebnf as SGLang takes it)
-  "structured_outputs": {"json": {...}} / {"regex": "..."} / {"choice": [...]} / {"grammar": "..."}   (vLLM)
+  "structured_outputs": {"json": {...}} / {"regex": "..."} / {"choice": [...]} / {"grammar": "..."} /
+                        {"json_object": true} / {"structural_tag": "..."}   (vLLM)
+  "response_format": {"type": "structural_tag", "structures": [...], "triggers": [...]}   (both)
 A grammar is Lark or GBNF (`root ::= ...`), as both engines' llguidance backends read it.
 A request may carry one of these, or a json `response_format`, or a "required" / named
 `tool_choice`: two at once are refused, since no output could be held to both.
@@ -16,13 +18,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from qwen35.runtime.engine.grammar.constraints import (Constraint, GrammarError, choice_constraint,
-                                                       grammar_constraint, json_schema_constraint, regex_constraint,
+                                                       grammar_constraint, json_object_constraint,
+                                                       json_schema_constraint, regex_constraint, structural_tag_constraint,
                                                        response_format_constraint)
 from qwen35.runtime.engine.grammar.tool_grammar import tool_choice_constraint
 from qwen35.runtime.server.errors import APIError, bad_request
 from qwen35.runtime.server.serving import ServerState
 
-_STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice", "grammar")
+_STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
+# vLLM's options beside the constraint that need nothing here: JSON is always written without free
+# whitespace, and there is no fallback backend to disable.
+_STRUCTURED_OUTPUT_NO_OPS = ("disable_any_whitespace", "disable_fallback")
+_SCHEMA_VALUES = ("const", "enum", "default", "examples")  # JSON values in a schema, not schemas
 
 
 def request_constraint(body: Any, tools: list[dict[str, Any]] | None = None,
@@ -49,10 +56,21 @@ def _constraints(body: Any, tools, tool_choice):
         yield "choice", choice_constraint(body.choice)
     if body.ebnf is not None:
         yield "ebnf", grammar_constraint(body.ebnf)
-    for kind, value in (body.structured_outputs or {}).items():
+    options = dict(body.structured_outputs or {})
+    closed_objects = options.pop("disable_additional_properties", False) is True
+    for kind, value in options.items():
         param = f"structured_outputs.{kind}"
+        if kind in _STRUCTURED_OUTPUT_NO_OPS:
+            continue
         if kind == "json":
-            yield param, json_schema_constraint(_schema(value, param), strict=True, param=param)
+            schema = _schema(value, param)
+            yield param, json_schema_constraint(_closed(schema) if closed_objects else schema, strict=True, param=param)
+        elif kind == "json_object":
+            if value is not True:
+                raise GrammarError(f"'{param}' must be true", param)
+            yield param, json_object_constraint(param)
+        elif kind == "structural_tag":
+            yield param, structural_tag_constraint(_schema(value, param), param)
         elif kind == "regex":
             yield param, regex_constraint(value, param)
         elif kind == "choice":
@@ -66,6 +84,19 @@ def _constraints(body: Any, tools, tool_choice):
         yield "tool_choice", tool_choice_constraint(tools, tool_choice, body.parallel_tool_calls)
 
 
+def _closed(schema: Any) -> Any:
+    """The schema with additionalProperties false on every object that does not say (vLLM's
+    disable_additional_properties)."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    closed = {key: value if key in _SCHEMA_VALUES else _closed(value) for key, value in schema.items()}
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
+
+
 def _bad_constraint(error: GrammarError, code: str) -> APIError:
     """A 400 with the constraint error's message (which names its field) and the hint."""
     message = error.message.rstrip(". \n")
@@ -73,7 +104,7 @@ def _bad_constraint(error: GrammarError, code: str) -> APIError:
 
 
 def _schema(value: Any, param: str) -> Any:
-    """A JSON schema sent as an object or as JSON text (vLLM takes both)."""
+    """A JSON value (a schema, a structural tag) sent as an object or as JSON text (vLLM takes both)."""
     if not isinstance(value, str):
         return value
     try:

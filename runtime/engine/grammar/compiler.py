@@ -8,6 +8,7 @@ compiler (about two seconds at 248K ids), so the engine makes one compiler, on f
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -112,6 +113,11 @@ def _grammar_text(constraint: Constraint) -> str:
             return llguidance.LLMatcher.grammar_from_regex(constraint.source)
         if constraint.kind == "grammar":  # GBNF is converted to Lark; Lark passes through
             return llguidance.grammar_from("grammar", constraint.source)
+        if constraint.kind == "structural_tag":
+            tags = [llguidance.StructTag(trigger=tag["trigger"], begin=tag["begin"], grammar=tag["schema"],
+                                         end=tag["end"]) for tag in json.loads(constraint.source)]
+            grammar = llguidance.StructTag.to_grammar(tags)  # Lark text, or llguidance's JSON with side grammars
+            return grammar if grammar.lstrip().startswith("{") else llguidance.LLMatcher.grammar_from_lark(grammar)
         return llguidance.LLMatcher.grammar_from_lark(constraint.source)
     except ValueError as error:
         raise GrammarError(f"'{constraint.param or constraint.kind}' cannot be used: {error}",

@@ -36,7 +36,8 @@ class Constraint:
     field it came from, for error messages, and takes no part in equality.
     """
 
-    kind: Literal["json_schema", "regex", "lark", "grammar"]  # grammar: Lark or GBNF text, as a client sends it
+    # grammar: Lark or GBNF text, as a client sends it; structural_tag: {"structures": [...], "triggers": [...]}
+    kind: Literal["json_schema", "regex", "lark", "grammar", "structural_tag"]
     source: str
     param: str = field(default="", compare=False)
 
@@ -74,6 +75,36 @@ def grammar_constraint(text: Any, param: str = "ebnf") -> Constraint:
     return Constraint("grammar", text, param)
 
 
+def structural_tag_constraint(spec: Any, param: str = "response_format") -> Constraint:
+    """Free text in which a trigger starts one of the structures: its `begin`, JSON under its `schema`, its `end`.
+
+    The structural tag vLLM and SGLang take: {"structures": [{"begin", "schema", "end"}, ...],
+    "triggers": [...]}, every begin starting with one of the triggers (e.g. "<function=").
+    """
+    if not isinstance(spec, Mapping):
+        raise GrammarError(f"'{param}' must be an object with 'structures' and 'triggers'", param)
+    structures, triggers = spec.get("structures"), spec.get("triggers")
+    if not isinstance(triggers, list) or not triggers or not all(isinstance(t, str) and t for t in triggers):
+        raise GrammarError(f"'{param}.triggers' must be a non-empty list of non-empty strings", f"{param}.triggers")
+    if not isinstance(structures, list) or not structures:
+        raise GrammarError(f"'{param}.structures' must be a non-empty list", f"{param}.structures")
+    tags = []
+    for index, structure in enumerate(structures):
+        where = f"{param}.structures[{index}]"
+        if not isinstance(structure, Mapping) or not all(isinstance(structure.get(key), str) for key in ("begin", "end")):
+            raise GrammarError(f"'{where}' must have string 'begin' and 'end' and a JSON Schema 'schema'", where)
+        trigger = next((t for t in triggers if structure["begin"].startswith(t)), None)
+        if trigger is None:
+            raise GrammarError(f"'{where}.begin' {structure['begin']!r} starts with none of the triggers", where)
+        schema = structure.get("schema")
+        schema = {} if schema is None else schema
+        if not isinstance(schema, Mapping):
+            raise GrammarError(f"'{where}.schema' must be a JSON Schema object", where)
+        tags.append({"trigger": trigger, "begin": structure["begin"], "end": structure["end"],
+                     "schema": {**schema, "x-guidance": {**JSON_LAYOUT, **dict(schema.get("x-guidance") or {})}}})
+    return Constraint("structural_tag", json.dumps(tags), param)
+
+
 def lark_literal(text: str) -> str:
     """A Lark string literal for text (JSON's escapes, which Lark reads the same)."""
     return json.dumps(text, ensure_ascii=False)
@@ -97,6 +128,8 @@ def response_format_constraint(response_format: Mapping[str, Any] | None) -> Con
         return None
     if kind == "json_object":
         return json_object_constraint()
+    if kind == "structural_tag":
+        return structural_tag_constraint(response_format)
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, Mapping):
@@ -104,5 +137,5 @@ def response_format_constraint(response_format: Mapping[str, Any] | None) -> Con
                                "{\"name\": ..., \"schema\": {...}}", "response_format.json_schema")
         schema = spec.get("schema", {"type": "object"})
         return json_schema_constraint(schema, bool(spec.get("strict")), "response_format.json_schema.schema")
-    raise GrammarError(f"'response_format.type' {kind!r} is not one of 'text', 'json_object', 'json_schema'",
-                       "response_format.type")
+    raise GrammarError(f"'response_format.type' {kind!r} is not one of 'text', 'json_object', 'json_schema', "
+                       "'structural_tag'", "response_format.type")

@@ -12,7 +12,7 @@ from qwen35.runtime.engine.grammar.bitmask import TokenBitmask
 from qwen35.runtime.engine.grammar.compiler import GrammarCompiler
 from qwen35.runtime.engine.grammar.constraints import (GrammarError, choice_constraint, json_object_constraint,
                                                        json_schema_constraint, regex_constraint,
-                                                       response_format_constraint)
+                                                       response_format_constraint, structural_tag_constraint)
 from qwen35.runtime.engine.grammar.matcher import THINK_END_ID, opens_reasoning
 from qwen35.runtime.engine.grammar.tool_grammar import tool_choice_constraint
 from qwen35.runtime.engine.llm_engine import DEFAULT_STOP_TOKEN_IDS, LLMEngine
@@ -382,6 +382,41 @@ def test_random_logits_follow_regex_choice_and_tool_calls(tokenizer, compiler):
         for call in parser.calls:
             schema = (WEATHER if call.name == "get_weather" else TIME)["function"]["parameters"]
             jsonschema.validate(json.loads(call.arguments), schema)
+
+
+WEATHER_TAG = {"structures": [{"begin": "<function=get_weather>", "end": "</function>",
+                               "schema": WEATHER["function"]["parameters"]}],
+               "triggers": ["<function="]}
+
+
+def test_structural_tag_holds_what_follows_a_trigger(compiler, tokenizer):
+    constraint = structural_tag_constraint(WEATHER_TAG)
+    call = '<function=get_weather>{"city": "Paris", "days": 3}</function>'
+    assert takes(compiler, constraint, "Let me look. " + call + " Done.", tokenizer)
+    assert takes(compiler, constraint, "No call at all, a < b.", tokenizer)
+    assert not takes(compiler, constraint, "Look: <function=get_weather>{\"city\": \"Paris\"}</function>", tokenizer)
+    assert not takes(compiler, constraint, "Look: <function=get_time>{}</function>", tokenizer)  # no such structure
+
+
+def test_random_logits_write_valid_structures_after_a_trigger(tokenizer, compiler):
+    # The noise is steered into the trigger; from there the grammar writes the structure, then text is free.
+    script = tokenizer.encode("Checking <function=")
+    for text, _ in generate(tokenizer, compiler, structural_tag_constraint(WEATHER_TAG), 4, script=script,
+                            max_tokens=80):
+        assert text.startswith("Checking <function=get_weather>"), text
+        body = text[len("Checking <function=get_weather>"):text.index("</function>")]
+        jsonschema.validate(json.loads(body), WEATHER["function"]["parameters"])
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"structures": [], "triggers": ["<f"]}, "structures' must be a non-empty list"),
+    ({"structures": [{"begin": "<g>", "end": "</g>", "schema": {}}], "triggers": ["<f"]}, "none of the triggers"),
+    ({"structures": [{"begin": "<f>", "end": "</f>", "schema": {}}], "triggers": []}, "triggers' must be"),
+    ({"structures": [{"begin": "<f>", "schema": {}}], "triggers": ["<f"]}, "string 'begin' and 'end'"),
+])
+def test_structural_tag_errors_name_the_field(spec, words):
+    with pytest.raises(GrammarError, match=words):
+        structural_tag_constraint(spec)
 
 
 def test_reasoning_stays_outside_the_grammar(tokenizer, compiler):

@@ -178,12 +178,33 @@ def test_named_tool_choice_calls_that_tool(tools_demo):
     ({"structured_outputs": {"grammar": 'root ::= "go " dir\ndir ::= "left" | "right" | [0-9]{2}'}},  # GBNF (vLLM)
      lambda text: re.fullmatch(r"go (left|right|[0-9]{2})", text)),
     ({"ebnf": 'start: "at " NUM "h"\nNUM: /[0-9]{1,2}/'}, lambda text: re.fullmatch(r"at [0-9]{1,2}h", text)),  # Lark
+    # vLLM's options beside the constraint: closed objects (a schema that allows any extra key would
+    # let the noise add some), and the no-ops.
+    ({"structured_outputs": {"json": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
+                             "disable_additional_properties": True, "disable_any_whitespace": True}},
+     lambda text: json.loads(text) in ({"ok": True}, {"ok": False})),
 ])
 def test_choice_regex_and_structured_outputs(demo, extra, check):
     for seed in range(3):
         reply = demo.chat.completions.create(model=DEMO_NAME, messages=USER, temperature=1.0, seed=seed,
                                              max_tokens=40, extra_body={**NO_THINKING, **extra})
         assert reply.choices[0].finish_reason == "stop" and check(reply.choices[0].message.content)
+
+
+def test_json_object_and_structural_tags_as_vllm_and_sglang_take_them(demo):
+    reply = demo.chat.completions.create(model=DEMO_NAME, messages=USER, temperature=1.0, seed=5, max_tokens=24,
+                                         extra_body={**NO_THINKING, "structured_outputs": {"json_object": True}})
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+    tag = {"type": "structural_tag", "triggers": ["<function="], "structures": [
+        {"begin": "<function=set_alarm>", "end": "</function>", "schema": SCHEMAS["set_alarm"]}]}
+    # Noise seldom writes the trigger: the answer is free text, and any structure in it is a valid one.
+    for extra in ({"response_format": tag}, {"structured_outputs": {"structural_tag": json.dumps(tag)}}):
+        reply = demo.chat.completions.create(model=DEMO_NAME, messages=USER, temperature=1.0, seed=5, max_tokens=16,
+                                             extra_body={**NO_THINKING, **extra})
+        text = reply.choices[0].message.content
+        assert reply.choices[0].finish_reason == "length" and text
+        for body in re.findall(r"<function=set_alarm>(.*?)</function>", text, re.S):
+            jsonschema.validate(json.loads(body), SCHEMAS["set_alarm"])
 
 
 def test_completions_take_constraints_too(demo):
@@ -200,7 +221,10 @@ def test_completions_take_constraints_too(demo):
      "response_format.json_schema.schema", "shoe-size"),
     ({"regex": "(unclosed"}, "regex", "unclosed group"),
     ({"choice": []}, "choice", "non-empty list"),
-    ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag", "not supported"),
+    ({"structured_outputs": {"whitespace_pattern": " *"}}, "structured_outputs.whitespace_pattern", "not supported"),
+    ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag.triggers", "non-empty"),
+    ({"response_format": {"type": "structural_tag", "triggers": ["<f"], "structures": [
+        {"begin": "<g>", "end": "</g>", "schema": {}}]}}, "response_format.structures[0]", "none of the triggers"),
     ({"structured_outputs": {"grammar": "root ::= missing"}}, "structured_outputs.grammar", "missing"),
     ({"ebnf": "start: (unclosed"}, "ebnf", "cannot be used"),
     ({"structured_outputs": {"json": "{not json"}}, "structured_outputs.json", "not valid JSON"),
