@@ -19,8 +19,8 @@ from typing import Any
 
 from qwen35.runtime.engine.grammar.constraints import (Constraint, GrammarError, choice_constraint,
                                                        grammar_constraint, json_object_constraint,
-                                                       json_schema_constraint, regex_constraint, structural_tag_constraint,
-                                                       response_format_constraint)
+                                                       json_schema_constraint, regex_constraint,
+                                                       response_format_constraint, structural_tag_constraint)
 from qwen35.runtime.engine.grammar.tool_grammar import tool_choice_constraint
 from qwen35.runtime.server.errors import APIError, bad_request
 from qwen35.runtime.server.serving import ServerState
@@ -56,7 +56,8 @@ def _constraints(body: Any, tools, tool_choice):
         yield "choice", choice_constraint(body.choice)
     if body.ebnf is not None:
         yield "ebnf", grammar_constraint(body.ebnf)
-    options = dict(body.structured_outputs or {})
+    # Unset fields may come as null (a client serialising vLLM's StructuredOutputsParams whole).
+    options = {kind: value for kind, value in (body.structured_outputs or {}).items() if value is not None}
     closed_objects = options.pop("disable_additional_properties", False) is True
     for kind, value in options.items():
         param = f"structured_outputs.{kind}"

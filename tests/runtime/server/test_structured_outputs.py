@@ -171,7 +171,7 @@ def test_named_tool_choice_calls_that_tool(tools_demo):
 
 @pytest.mark.parametrize("extra, check", [
     ({"choice": ["north", "south", "east"]}, lambda text: text in ("north", "south", "east")),
-    ({"structured_outputs": {"choice": ["yes", "no"]}}, lambda text: text in ("yes", "no")),
+    ({"structured_outputs": {"choice": ["yes", "no"], "regex": None, "json": None}}, lambda text: text in ("yes", "no")),
     ({"regex": r"[A-Z]{2}-[0-9]{4}"}, lambda text: re.fullmatch(r"[A-Z]{2}-[0-9]{4}", text)),
     ({"structured_outputs": {"json": json.dumps({"type": "integer", "minimum": 5, "maximum": 9})}},
      lambda text: 5 <= json.loads(text) <= 9),
