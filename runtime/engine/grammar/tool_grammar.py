@@ -4,7 +4,8 @@ The format is the one runtime/server/parsers/tool_calls.py reads: a `<tool_call>
 `<function=NAME>` and one `<parameter=ARG>` block per argument, each on its own lines.
 Values follow the text forms the server's tool parser reads back (parsers/arguments.py):
 strings plain (any text, `<` and newlines included, that does not hold one of the tags the
-parser ends a value at: `</parameter>`, `<parameter=`, `</function>`), numbers, booleans and null as
+parser ends a value at: `</parameter>`, `<parameter=`, `</function>`; a string with a maxLength
+leaves out `<` instead, see _string), numbers, booleans and null as
 their JSON text, objects and arrays as JSON under their own schema (llguidance's `%json`).
 Parameters come in declaration order, required ones always, optional ones or not; no
 undeclared parameter. A string's `format` is not enforced (the plain-text form has no JSON
@@ -24,6 +25,8 @@ CALL_SEPARATOR = "\n"  # parallel calls: one block per line
 _CLOSE = lark_literal("\n</parameter>\n")
 _REGEX_CLOSE = "\\n<\\/parameter>\\n"
 _ANY_CHARACTER = "(.|\\n)"
+# The largest minLength of a string still written as any text (measured: 200 compiles and runs, 10000 does not).
+FREE_TEXT_MIN_LENGTH = 64
 # Plain text may hold any character but not the tags the parser ends a value at (an llguidance lexeme
 # intersected with the complement of "holds a tag": `&` and `~` work on terminals only, so each plain
 # value is a named terminal).
@@ -124,13 +127,17 @@ def _string(schema: Mapping[str, Any], where: str, terminals: list[str]) -> str:
     low, high = schema.get("minLength", 0), schema.get("maxLength")
     if not isinstance(low, int) or (high is not None and not isinstance(high, int)):
         raise GrammarError(f"'{where}': minLength and maxLength must be integers", where)
-    repeat = "*" if not low and high is None else f"{{{low},{'' if high is None else high}}}"
-    return _plain_text(repeat, terminals)
+    if high is None and low <= FREE_TEXT_MIN_LENGTH:
+        return _plain_text("*" if not low else f"{{{low},}}", terminals)
+    # A counted repetition intersected with the tag exclusion makes llguidance's lexer build too many
+    # states (maxLength 60 already fails mid-value, measured): a bounded value keeps the length and
+    # leaves out `<` instead, as one regex with its closing tag.
+    return f"/[^<]{{{low},{'' if high is None else high}}}{_REGEX_CLOSE}/"
 
 
 def _plain_text(repeat: str, terminals: list[str]) -> str:
-    """A new terminal for `repeat` characters of plain text and the closing tag, one lexeme (the lexer takes
-    the longest text it can, so a separate closing literal would lose the value's last newline to the value)."""
+    """A new terminal for `repeat` characters of any text but the end tags, and the closing tag: one lexeme (the
+    lexer takes the longest text it can, so a separate closing literal would lose the value's last newline)."""
     name = f"TEXT{len(terminals)}"
     terminals.append(f"{name}: (/{_ANY_CHARACTER}{repeat}/ & ~{_HOLDS_END_TAG}) {_CLOSE}")
     return name
