@@ -9,8 +9,10 @@ One `speculate` step for the decoding sequences, each with L tokens cached and l
   3. accept: rejection_sampler.verify_drafts decides n accepted drafts and one more token;
      Rows that follow a grammar have every verified position masked first (the mask after the
      drafts before it), so a draft the grammar refuses has target probability 0 and is
-     rejected, and the correction or bonus token is drawn from the masked target; the drafts
-     themselves are proposed unmasked.
+     rejected, and the correction or bonus token is drawn from the masked target. The drafts
+     themselves are drawn from the head's logits under the same grammar (the mask after the
+     drafts so far), so q is the masked draft distribution and the grammar's forced tokens are
+     drafted, not wasted.
   4. commit: the GDN layers keep the state of the n + 1 kept tokens (TextModel.commit); the
      KV written for rejected drafts is never read (the sequence's length excludes it). The
      head's chained entries are dropped (they came from draft hidden states, not main ones),
@@ -178,10 +180,19 @@ class MtpDrafter:
         hidden = self._run_head(slot_list, next_ids[held], self.pending_hidden[slots, :width][held], pending)
         starts = torch.tensor([self.mtp_length[slot] for slot in slot_list], dtype=torch.long, device=runner.device)
         tables = runner.block_table_rows(slots)
+        grammars = [seq.grammar for seq in seqs]
+        # Under a grammar each draft is read back to mask the next one: one sync per draft, grammar steps only.
+        drafted = [[] for _ in seqs] if any(grammar is not None for grammar in grammars) else None
         drafts, probs = [], []
         for j in range(self.num_speculative_tokens):
-            top, q = distribution(model.compute_logits(hidden), batch, counts, prompt_mask)
+            logits = model.compute_logits(hidden)
+            if drafted is not None:
+                runner.sampler.bitmask.apply_after_drafts(logits, grammars, drafted)
+            top, q = distribution(logits, batch, counts, prompt_mask)
             token = draw(batch, top, q, batch.steps + j, runner.sampler.generator, DRAFT_SALT)
+            if drafted is not None:
+                for row, draft in zip(drafted, token.tolist()):
+                    row.append(draft)
             drafts.append(token)
             probs.append(q)
             counts = add_counts(counts, token)

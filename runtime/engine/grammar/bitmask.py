@@ -7,6 +7,8 @@ logits become -inf. Rows without a constraint keep every bit set, so the whole b
 by the same op and no row is gathered or scattered. A speculative step masks every verified
 position: each matcher walks its row's drafts and rolls them back; positions after a draft the
 grammar refuses stay all-allowed (verification rejects that draft, so they are never sampled).
+The drafter's own logits are masked the same way, draft by draft, so it proposes only what the
+grammar allows.
 
 The masks are filled on the calling thread (llguidance releases the GIL), not by llguidance's
 thread pool: its workers, spinning between steps, stalled torch's own CPU threads for a
@@ -54,6 +56,15 @@ class TokenBitmask:
             if matcher is not None:
                 matcher.fill_masks(host[row * width].data_ptr(), self.words * 4, row_drafts)
         self._apply(logits.view(-1, logits.shape[-1]), host)
+
+    def apply_after_drafts(self, logits: torch.Tensor, matchers: Sequence[GrammarMatcher | None],
+                           drafts: Sequence[Sequence[int]]) -> None:
+        """Mask a drafter's logits [B, V] in place: row b by matchers[b] after drafts[b] (the next draft's mask)."""
+        host = self._buffer(len(matchers))
+        for row, (matcher, row_drafts) in enumerate(zip(matchers, drafts)):
+            if matcher is not None:
+                matcher.fill_mask_after(host[row].data_ptr(), self.words * 4, row_drafts)
+        self._apply(logits, host)
 
     def _buffer(self, rows: int) -> torch.Tensor:
         """The first `rows` host rows, all bits set; the buffer doubles when it is too small (rarely)."""

@@ -152,13 +152,16 @@ class GrammarMatcher:
         self.closing = path
         return True
 
-    def _fill_closing(self, address: int, mask_bytes: int, drafts: Sequence[int]) -> None:
-        """Rows that allow only the closing's next tokens (then end-of-sequence), as far as the drafts follow it."""
+    def _fill_closing(self, address: int, mask_bytes: int, drafts: Sequence[int], last_only: bool = False) -> None:
+        """Rows that allow only the closing's next tokens (then end-of-sequence), as far as the drafts follow it;
+        last_only: just the row after all the drafts, at address."""
         expected = self.closing + [None] * (len(drafts) + 1)
         for j in range(len(drafts) + 1):
             if j and drafts[j - 1] != expected[j - 1]:
                 return
-            row = address + j * mask_bytes
+            if last_only and j < len(drafts):
+                continue
+            row = address + (0 if last_only else j * mask_bytes)
             ctypes.memset(row, 0, mask_bytes)
             for token in ([expected[j]] if expected[j] is not None else self.closers.eos_ids):
                 word = ctypes.c_uint32.from_address(row + 4 * (token // 32))
@@ -177,13 +180,41 @@ class GrammarMatcher:
         drafts = list(drafts[offset:])
         taken = self.matcher.validate_tokens(drafts) if drafts else 0
         self.matcher.unsafe_compute_mask_ptr(address + offset * mask_bytes, mask_bytes)
+        recorded = 0
         for j, token in enumerate(drafts[:taken]):
-            self.matcher.consume_token(token)
+            recorded += self._consume_draft(token)
             self.matcher.unsafe_compute_mask_ptr(address + (offset + j + 1) * mask_bytes, mask_bytes)
-        if taken:
-            self.matcher.rollback(taken)
+        if recorded:
+            self.matcher.rollback(recorded)
         if self.matcher.is_error():
             raise RuntimeError(f"the grammar failed while masking: {self.matcher.get_error()}")
+
+    def fill_mask_after(self, address: int, mask_bytes: int, drafts: Sequence[int]) -> None:
+        """Write the mask of the token after drafts (what a drafter proposes next) at address; left as it is where
+        the grammar masks nothing there (reasoning) or refuses a draft. The matcher ends where it began."""
+        offset = self.mask_offset(drafts)
+        if offset is None:
+            return
+        if offset == 0 and self._must_close():
+            self._fill_closing(address, mask_bytes, drafts, last_only=True)
+            return
+        drafts = list(drafts[offset:])
+        if drafts and self.matcher.validate_tokens(drafts) < len(drafts):
+            return
+        recorded = sum(self._consume_draft(token) for token in drafts)
+        self.matcher.unsafe_compute_mask_ptr(address, mask_bytes)
+        if recorded:
+            self.matcher.rollback(recorded)
+        if self.matcher.is_error():
+            raise RuntimeError(f"the grammar failed while masking: {self.matcher.get_error()}")
+
+    def _consume_draft(self, token: int) -> bool:
+        """Take a validated draft token; whether the matcher recorded it for rollback. A token taken once the
+        matcher has stopped (end-of-sequence after a complete grammar) is not recorded: rolling it back too
+        would undo a token before it."""
+        recorded = not self.matcher.is_stopped()
+        self.matcher.consume_token(token)
+        return recorded
 
     def accept(self, token_id: int) -> None:
         """Take one generated token (the mask allowed it: anything else is a bug, so it raises)."""
