@@ -88,6 +88,7 @@ class ResponseFormat(_Body):
     json_schema: dict[str, Any] | None = None
     structures: list[Any] | None = None
     triggers: list[Any] | None = None
+    format: Any = None  # xgrammar's structural tag form: read only to refuse it by name
 
 
 class _Sampling(_Body):

@@ -27,9 +27,11 @@ from qwen35.runtime.server.serving import ServerState
 
 _STRUCTURED_OUTPUT_KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
 # vLLM's options beside the constraint that need nothing here: JSON is always written without free
-# whitespace, and there is no fallback backend to disable.
-_STRUCTURED_OUTPUT_NO_OPS = ("disable_any_whitespace", "disable_fallback")
+# whitespace (which any whitespace_pattern allows; vLLM's guidance backend ignores it too), and there is
+# no fallback backend to disable.
+_STRUCTURED_OUTPUT_NO_OPS = ("disable_any_whitespace", "disable_fallback", "whitespace_pattern")
 _SCHEMA_VALUES = ("const", "enum", "default", "examples")  # JSON values in a schema, not schemas
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")  # name -> schema
 
 
 def request_constraint(body: Any, tools: list[dict[str, Any]] | None = None,
@@ -58,7 +60,13 @@ def _constraints(body: Any, tools, tool_choice):
         yield "ebnf", grammar_constraint(body.ebnf)
     # Unset fields may come as null (a client serialising vLLM's StructuredOutputsParams whole).
     options = {kind: value for kind, value in (body.structured_outputs or {}).items() if value is not None}
-    closed_objects = options.pop("disable_additional_properties", False) is True
+    closed_objects = options.pop("disable_additional_properties", False)
+    if not isinstance(closed_objects, bool):
+        raise GrammarError("'structured_outputs.disable_additional_properties' must be true or false",
+                           "structured_outputs.disable_additional_properties")
+    if body.structured_outputs is not None and not set(options) - set(_STRUCTURED_OUTPUT_NO_OPS):
+        raise GrammarError(f"'structured_outputs' names no constraint; send one of "
+                           f"{', '.join(_STRUCTURED_OUTPUT_KINDS)}", "structured_outputs")
     for kind, value in options.items():
         param = f"structured_outputs.{kind}"
         if kind in _STRUCTURED_OUTPUT_NO_OPS:
@@ -92,8 +100,13 @@ def _closed(schema: Any) -> Any:
         return [_closed(item) for item in schema]
     if not isinstance(schema, Mapping):
         return schema
-    closed = {key: value if key in _SCHEMA_VALUES else _closed(value) for key, value in schema.items()}
-    if "properties" in closed and "additionalProperties" not in closed:
+    closed = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, Mapping):
+            closed[key] = {name: _closed(sub) for name, sub in value.items()}
+        else:
+            closed[key] = value if key in _SCHEMA_VALUES else _closed(value)
+    if ("properties" in closed or "patternProperties" in closed) and "additionalProperties" not in closed:
         closed["additionalProperties"] = False
     return closed
 

@@ -116,8 +116,8 @@ def _grammar_text(constraint: Constraint) -> str:
         if constraint.kind == "structural_tag":
             tags = [llguidance.StructTag(trigger=tag["trigger"], begin=tag["begin"], grammar=tag["schema"],
                                          end=tag["end"]) for tag in json.loads(constraint.source)]
-            grammar = llguidance.StructTag.to_grammar(tags)  # Lark text, or llguidance's JSON with side grammars
-            return grammar if grammar.lstrip().startswith("{") else llguidance.LLMatcher.grammar_from_lark(grammar)
+            # Lark text: every structure's grammar is a schema (dict), so no side grammars.
+            return llguidance.LLMatcher.grammar_from_lark(llguidance.StructTag.to_grammar(tags))
         return llguidance.LLMatcher.grammar_from_lark(constraint.source)
     except ValueError as error:
         raise GrammarError(f"'{constraint.param or constraint.kind}' cannot be used: {error}",

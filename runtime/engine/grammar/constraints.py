@@ -83,6 +83,9 @@ def structural_tag_constraint(spec: Any, param: str = "response_format") -> Cons
     """
     if not isinstance(spec, Mapping):
         raise GrammarError(f"'{param}' must be an object with 'structures' and 'triggers'", param)
+    if "format" in spec and "structures" not in spec:
+        raise GrammarError(f"'{param}.format' (xgrammar's structural tag form) is not supported here; send "
+                           "'structures' and 'triggers'", f"{param}.format")
     structures, triggers = spec.get("structures"), spec.get("triggers")
     if not isinstance(triggers, list) or not triggers or not all(isinstance(t, str) and t for t in triggers):
         raise GrammarError(f"'{param}.triggers' must be a non-empty list of non-empty strings", f"{param}.triggers")

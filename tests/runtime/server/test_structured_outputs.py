@@ -207,6 +207,19 @@ def test_json_object_and_structural_tags_as_vllm_and_sglang_take_them(demo):
             jsonschema.validate(json.loads(body), SCHEMAS["set_alarm"])
 
 
+def test_closing_objects_leaves_names_and_values_alone():
+    from qwen35.runtime.server.structured_outputs import _closed
+
+    schema = {"type": "object", "properties": {"properties": {"type": "object", "properties": {"a": {}}},
+                                                "mode": {"enum": [{"properties": {}}]}},
+              "$defs": {"item": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
+    assert _closed(schema) == {
+        "type": "object", "additionalProperties": False,
+        "properties": {"properties": {"type": "object", "properties": {"a": {}}, "additionalProperties": False},
+                       "mode": {"enum": [{"properties": {}}]}},
+        "$defs": {"item": {"type": "object", "properties": {"x": {"type": "integer"}}, "additionalProperties": False}}}
+
+
 def test_completions_take_constraints_too(demo):
     reply = demo.completions.create(model=DEMO_NAME, prompt="The code is", temperature=1.0, seed=3, max_tokens=20,
                                     extra_body={"regex": r" [0-9]{3}"})
@@ -221,7 +234,11 @@ def test_completions_take_constraints_too(demo):
      "response_format.json_schema.schema", "shoe-size"),
     ({"regex": "(unclosed"}, "regex", "unclosed group"),
     ({"choice": []}, "choice", "non-empty list"),
-    ({"structured_outputs": {"whitespace_pattern": " *"}}, "structured_outputs.whitespace_pattern", "not supported"),
+    ({"structured_outputs": {"whitespace_pattern": " *", "json": None}}, "structured_outputs", "names no constraint"),
+    ({"structured_outputs": {"ebnf": "root ::= x"}}, "structured_outputs.ebnf", "not supported"),
+    ({"structured_outputs": {"json_object": False}}, "structured_outputs.json_object", "must be true"),
+    ({"response_format": {"type": "structural_tag", "format": {"type": "triggered_tags"}}},
+     "response_format.format", "not supported"),
     ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag.triggers", "non-empty"),
     ({"response_format": {"type": "structural_tag", "triggers": ["<f"], "structures": [
         {"begin": "<g>", "end": "</g>", "schema": {}}]}}, "response_format.structures[0]", "none of the triggers"),
