@@ -273,7 +273,13 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
         memory_choice, _, _ = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
         choices = [c for c in choices if c.tp >= documented]
     choice, sizing, misses = _search(request, gpu, resolved, weights, choices, mamba, spec_tokens, version)
-    if documented and choices and choices[0].tp == documented and (choice is None or choice.tp > documented):
+    # The guide's tp may have been passed over although it fits (its replicas run too few requests).
+    guide_passed_over = bool(documented and choice is not None and choices and choices[0].tp == documented
+                             and choice.tp > documented
+                             and _size(request, gpu, resolved, weights, choices[0], sizing.context_length, mamba,
+                                       spec_tokens, version).fits)
+    if (documented and choices and choices[0].tp == documented and (choice is None or choice.tp > documented)
+            and not guide_passed_over):
         # The guide's size does not fit with the release's whole default headroom: it was validated
         # without the vision-tower share, which is then the headroom given up (said in the warnings).
         guided, guided_sizing, _ = _search(request, gpu, resolved, weights, choices[:1], mamba, spec_tokens, version,
@@ -290,9 +296,7 @@ def plan_once(request: PlanRequest, gpu: GpuModel, resolved: ResolvedModel) -> P
             choice, sizing = guided, guided_sizing
     if documented and choice is not None:
         if choice.tp > documented:
-            # Where the guide's tp fits but runs too few requests, _explain_context_kept says so.
-            if not _size(request, gpu, resolved, weights, choices[0], sizing.context_length, mamba, spec_tokens,
-                         version).fits:
+            if not guide_passed_over:  # passed over: _explain_context_kept says why
                 plan.reasons.append(f"tp {choice.tp}: the deployment guide's tp {documented} for {resolved.name} on "
                                     f"{gpu.key} at {precision.upper()} does not fit memory at this context")
         elif memory_choice and memory_choice.tp < documented:
@@ -400,11 +404,15 @@ def _explain_context_kept(plan, request, gpu, resolved, weights, choices, choice
     for candidate in smaller:
         thin = _size(request, gpu, resolved, weights, candidate, sizing.context_length, mamba, spec_tokens, version)
         if thin.fits:
-            plan.reasons.append(
-                f"tp {choice.tp}: tp {candidate.tp} runs only {thin.max_running} requests per replica at "
-                f"{sizing.context_length} tokens ({_node_running(request, candidate, thin)} over the node, against "
-                f"{_node_running(request, choice, sizing)}); the {request.strategy} strategy passes over replicas of "
-                f"fewer than {BALANCED_MIN_RUNNING} while a larger tp runs more")
+            passed_over = (f"tp {choice.tp}: tp {candidate.tp} runs only {thin.max_running} requests per replica at "
+                           f"{sizing.context_length} tokens ({_node_running(request, candidate, thin)} over the node, "
+                           f"against {_node_running(request, choice, sizing)})")
+            if sizing.max_running >= BALANCED_MIN_RUNNING:
+                plan.reasons.append(f"{passed_over}; the {request.strategy} strategy passes over replicas of fewer "
+                                    f"than {BALANCED_MIN_RUNNING} while a larger tp runs more")
+            else:
+                plan.reasons.append(f"{passed_over}; no tp here runs {BALANCED_MIN_RUNNING} per replica, so the "
+                                    f"{request.strategy} strategy takes the one that runs the most over the node")
             return
     if request.context_length is not None:
         return

@@ -62,9 +62,10 @@ Ep = Annotated[Optional[int], typer.Option("--ep", help=_FORCE.format(what="expe
 
 def memory_size_bytes(text: str) -> int:
     """--gpu-memory's value in bytes: a bare number is GiB; GiB/MiB/TiB (or G/M/T) are binary, GB/MB/TB decimal."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
-    if not match or unit not in _MEMORY_UNITS or float(match.group(1)) <= 0:
+    size = int(float(match.group(1)) * _MEMORY_UNITS[unit]) if match and unit in _MEMORY_UNITS else 0
+    if size <= 0:
         raise InputError(f"--gpu-memory must be a positive size such as 47.5 (GiB), 47.5GiB or 49140MiB, got {text!r}",
                          "try --gpu-memory 48")
-    return int(float(match.group(1)) * _MEMORY_UNITS[unit])
+    return size

@@ -101,7 +101,7 @@ def test_gpu_memory_plans_a_gpu_outside_the_catalogue():
 
 
 @pytest.mark.parametrize("given, expected", [("47.5", 47.5 * (1 << 30)), ("47.5GiB", 47.5 * (1 << 30)),
-                                             ("48 G", 48 << 30), ("49140MiB", 49140 << 20), ("51.5GB", 51.5e9),
+                                             ("48 G", 48 << 30), ("48.", 48 << 30), ("49140MiB", 49140 << 20), ("51.5GB", 51.5e9),
                                              ("1TiB", 1 << 40)])
 def test_gpu_memory_takes_units(given, expected):
     from qwen35.launcher.commands.plan_options import memory_size_bytes
@@ -109,7 +109,7 @@ def test_gpu_memory_takes_units(given, expected):
     assert memory_size_bytes(given) == int(expected)
 
 
-@pytest.mark.parametrize("given", ["0", "-4", "48 GiBs", "lots", "", "4..5"])
+@pytest.mark.parametrize("given", ["0", "-4", "48 GiBs", "lots", "", "4..5", "0.0000000001"])
 def test_gpu_memory_refuses_what_is_not_a_size(given):
     from qwen35.launcher.commands.plan_options import memory_size_bytes
     from qwen35.planner.errors import InputError

@@ -494,12 +494,14 @@ def run_forked(work: Callable[[Path], dict], prefix: str) -> dict:
         result_path = Path(scratch) / "result.json"
         pid = os.fork()
         if pid == 0:
-            try:
-                outcome = work(Path(scratch))
-            except BaseException:  # noqa: BLE001 - reported to the parent
-                outcome = {"error": "harness: " + traceback.format_exc(limit=8), "stage": "harness"}
-            result_path.write_text(json.dumps(outcome))
-            os._exit(0)
+            try:  # the fork never returns into the parent's loop, whatever fails
+                try:
+                    outcome = json.dumps(work(Path(scratch)))
+                except BaseException:  # noqa: BLE001 - reported to the parent
+                    outcome = json.dumps({"error": "harness: " + traceback.format_exc(limit=8), "stage": "harness"})
+                result_path.write_text(outcome)
+            finally:
+                os._exit(0)
         os.waitpid(pid, 0)
         if not result_path.exists():
             return {"error": "harness: the case's process died", "stage": "harness"}
