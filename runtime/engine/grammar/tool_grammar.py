@@ -80,8 +80,8 @@ def _function(tool: Mapping[str, Any]) -> Mapping[str, Any]:
     return tool.get("function", tool)
 
 
-def _plain(value: Any) -> str:
-    """A value as the model writes it: strings as themselves, everything else as JSON."""
+def written_value(value: Any) -> str:
+    """A value as the model writes it in a parameter: strings as themselves, everything else as JSON."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
@@ -90,12 +90,12 @@ def _value(schema: Any, where: str, terminals: list[str]) -> str:
     if not isinstance(schema, Mapping):
         return _plain_text("*", terminals)
     if "const" in schema:
-        return f"{lark_literal(_plain(schema['const']))} {_CLOSE}"
+        return f"{lark_literal(written_value(schema['const']))} {_CLOSE}"
     if "enum" in schema:
         values = schema["enum"]
         if not isinstance(values, list) or not values:
             raise GrammarError(f"'{where}.enum' must be a non-empty list", where)
-        return "(" + " | ".join(lark_literal(_plain(v)) for v in dict.fromkeys(map(_plain, values))) + f") {_CLOSE}"
+        return "(" + " | ".join(lark_literal(v) for v in dict.fromkeys(map(written_value, values))) + f") {_CLOSE}"
     options = schema.get("anyOf") or schema.get("oneOf")
     if options:
         return "(" + " | ".join(f"({_value(option, where, terminals)})" for option in options) + ")"

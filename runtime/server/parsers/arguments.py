@@ -2,13 +2,18 @@
 
 The model writes every argument as text: strings, numbers and booleans plain, objects and
 lists as JSON. The schema says which JSON value the text stands for; text that does not
-fit its declared type stays a string rather than being dropped.
+fit its declared type stays a string rather than being dropped. An enum or const member is read
+back as itself (the tool-call grammar writes 1 for enum [1, 2], so "1" is the number); where a
+union allows a string and other types, the others are tried first, as the text "12345" under
+anyOf [string maxLength 2, integer] can only be the integer the grammar let through.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from qwen35.runtime.engine.grammar.tool_grammar import written_value
 
 _STRING_TYPES = {"string", "str", "text", "varchar", "char", "enum"}
 _INTEGER_TYPES = {"integer", "int", "long", "short", "uint"}
@@ -78,13 +83,31 @@ def _as_json(text: str, wanted: str) -> tuple[bool, Any]:
     return True, value
 
 
+def _members(schema: Any) -> list[Any]:
+    """The enum and const values a property schema lists (anyOf/oneOf flattened)."""
+    if not isinstance(schema, Mapping):
+        return []
+    members = list(schema["enum"]) if isinstance(schema.get("enum"), list) else []
+    if "const" in schema:
+        members.append(schema["const"])
+    for key in ("anyOf", "oneOf"):
+        for option in schema.get(key) or []:
+            members.extend(_members(option))
+    return members
+
+
 def convert_parameter(raw: str, schema: Any) -> Any:
     """The JSON value of one parameter's text (one leading and trailing newline trimmed)."""
     text = raw[1:] if raw.startswith("\n") else raw
     text = text[:-1] if text.endswith("\n") else text
+    for member in _members(schema):
+        if written_value(member) == text:
+            return member
     types = schema_types(schema)
     if text.strip().lower() == "null" and (not types or "null" in types):
         return None
+    if len(types) > 1:
+        types = sorted(types, key=lambda wanted: wanted in _STRING_TYPES)  # stable: strings last
     for wanted in types:
         if wanted in _STRING_TYPES:
             return text

@@ -91,6 +91,13 @@ def test_prompt_opens_reasoning_reads_the_generation_prompt():
     ("\nline one\nline two\n", None, "line one\nline two"),
     ('\n{"k": 1}\n', None, {"k": 1}),
     ("\nnan\n", {"type": "number"}, "nan"),
+    # What the tool-call grammar writes reads back as the schema's own value.
+    ("\n1\n", {"enum": [1, 2]}, 1),
+    ("\nred\n", {"enum": ["red", 1]}, "red"),
+    ('\n{"a": 1}\n', {"const": {"a": 1}}, {"a": 1}),
+    ("\ntrue\n", {"anyOf": [{"enum": ["x"]}, {"const": True}]}, True),
+    ("\n12345\n", {"anyOf": [{"type": "string", "maxLength": 2}, {"type": "integer"}]}, 12345),
+    ("\nab\n", {"type": ["string", "integer"]}, "ab"),
 ])
 def test_parameter_values_are_typed_by_the_schema(raw, schema, want):
     assert convert_parameter(raw, schema) == want
