@@ -187,7 +187,7 @@ class MtpDrafter:
         for j in range(self.num_speculative_tokens):
             logits = model.compute_logits(hidden)
             if drafted is not None:
-                runner.sampler.bitmask.apply_after_drafts(logits, grammars, drafted)
+                runner.sampler.bitmask.apply(logits, grammars, drafted)
             top, q = distribution(logits, batch, counts, prompt_mask)
             token = draw(batch, top, q, batch.steps + j, runner.sampler.generator, DRAFT_SALT)
             if drafted is not None:

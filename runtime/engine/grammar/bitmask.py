@@ -39,12 +39,15 @@ class TokenBitmask:
         bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
         self.refused = torch.from_numpy(bits == 0).to(device)
 
-    def apply(self, logits: torch.Tensor, matchers: Sequence[GrammarMatcher | None]) -> None:
-        """Mask logits [B, V] in place, row b by matchers[b]'s next-token mask (None or in reasoning: no mask)."""
+    def apply(self, logits: torch.Tensor, matchers: Sequence[GrammarMatcher | None],
+              drafts: Sequence[Sequence[int]] | None = None) -> None:
+        """Mask logits [B, V] in place, row b by matchers[b]'s next-token mask (None or in reasoning: no mask);
+        with drafts (a drafter's step), the mask after drafts[b]."""
         host = self._buffer(len(matchers))
         for row, matcher in enumerate(matchers):
             if matcher is not None:
-                matcher.fill_masks(host[row].data_ptr(), self.words * 4)
+                matcher.fill_masks(host[row].data_ptr(), self.words * 4, drafts[row] if drafts else (),
+                                   last_only=True)
         self._apply(logits, host)
 
     def apply_with_drafts(self, logits: torch.Tensor, matchers: Sequence[GrammarMatcher | None],
@@ -56,15 +59,6 @@ class TokenBitmask:
             if matcher is not None:
                 matcher.fill_masks(host[row * width].data_ptr(), self.words * 4, row_drafts)
         self._apply(logits.view(-1, logits.shape[-1]), host)
-
-    def apply_after_drafts(self, logits: torch.Tensor, matchers: Sequence[GrammarMatcher | None],
-                           drafts: Sequence[Sequence[int]]) -> None:
-        """Mask a drafter's logits [B, V] in place: row b by matchers[b] after drafts[b] (the next draft's mask)."""
-        host = self._buffer(len(matchers))
-        for row, (matcher, row_drafts) in enumerate(zip(matchers, drafts)):
-            if matcher is not None:
-                matcher.fill_mask_after(host[row].data_ptr(), self.words * 4, row_drafts)
-        self._apply(logits, host)
 
     def _buffer(self, rows: int) -> torch.Tensor:
         """The first `rows` host rows, all bits set; the buffer doubles when it is too small (rarely)."""

@@ -167,42 +167,31 @@ class GrammarMatcher:
                 word = ctypes.c_uint32.from_address(row + 4 * (token // 32))
                 word.value |= 1 << (token % 32)
 
-    def fill_masks(self, address: int, mask_bytes: int, drafts: Sequence[int] = ()) -> None:
+    def fill_masks(self, address: int, mask_bytes: int, drafts: Sequence[int] = (), last_only: bool = False) -> None:
         """Write next-token masks of mask_bytes each from address: row 0 for the next token, row j + 1 for the token
         after drafts[:j + 1], as far as the grammar takes the drafts; rows it masks nothing in (reasoning) and rows
-        past a refused draft are left as they are. The matcher ends where it began (drafts are rolled back)."""
+        past a refused draft are left as they are. last_only: just the mask after all the drafts, at address (what
+        a drafter proposes next), written only when the grammar takes every draft. The matcher ends where it began
+        (drafts are rolled back)."""
         offset = self.mask_offset(drafts)
         if offset is None:
             return
         if offset == 0 and self._must_close():
-            self._fill_closing(address, mask_bytes, drafts)
+            self._fill_closing(address, mask_bytes, drafts, last_only)
             return
         drafts = list(drafts[offset:])
         taken = self.matcher.validate_tokens(drafts) if drafts else 0
-        self.matcher.unsafe_compute_mask_ptr(address + offset * mask_bytes, mask_bytes)
+        if last_only and taken < len(drafts):
+            return
+        if not last_only:
+            self.matcher.unsafe_compute_mask_ptr(address + offset * mask_bytes, mask_bytes)
         recorded = 0
         for j, token in enumerate(drafts[:taken]):
             recorded += self._consume_draft(token)
-            self.matcher.unsafe_compute_mask_ptr(address + (offset + j + 1) * mask_bytes, mask_bytes)
-        if recorded:
-            self.matcher.rollback(recorded)
-        if self.matcher.is_error():
-            raise RuntimeError(f"the grammar failed while masking: {self.matcher.get_error()}")
-
-    def fill_mask_after(self, address: int, mask_bytes: int, drafts: Sequence[int]) -> None:
-        """Write the mask of the token after drafts (what a drafter proposes next) at address; left as it is where
-        the grammar masks nothing there (reasoning) or refuses a draft. The matcher ends where it began."""
-        offset = self.mask_offset(drafts)
-        if offset is None:
-            return
-        if offset == 0 and self._must_close():
-            self._fill_closing(address, mask_bytes, drafts, last_only=True)
-            return
-        drafts = list(drafts[offset:])
-        if drafts and self.matcher.validate_tokens(drafts) < len(drafts):
-            return
-        recorded = sum(self._consume_draft(token) for token in drafts)
-        self.matcher.unsafe_compute_mask_ptr(address, mask_bytes)
+            if not last_only:
+                self.matcher.unsafe_compute_mask_ptr(address + (offset + j + 1) * mask_bytes, mask_bytes)
+        if last_only:
+            self.matcher.unsafe_compute_mask_ptr(address, mask_bytes)
         if recorded:
             self.matcher.rollback(recorded)
         if self.matcher.is_error():

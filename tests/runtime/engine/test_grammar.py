@@ -274,8 +274,8 @@ def test_drafter_masks_follow_the_drafts_so_far(compiler, tokenizer):
     matcher = compiled.matcher()
     digit, x_token = tokenizer.encode("7")[0], tokenizer.encode("x")[0]
     logits = torch.zeros(3, VOCAB)
-    TokenBitmask(VOCAB, torch.device("cpu")).apply_after_drafts(logits, [matcher, matcher, None],
-                                                                [[digit], [digit, x_token], [x_token]])
+    TokenBitmask(VOCAB, torch.device("cpu")).apply(logits, [matcher, matcher, None],
+                                                   [[digit], [digit, x_token], [x_token]])
     walk = compiled.matcher()
     walk.accept(digit)
     assert set(kept_ids(logits[0] == 0)) == allowed_tokens(walk)  # the mask after the one draft
@@ -296,7 +296,7 @@ def test_an_end_of_sequence_draft_after_a_complete_grammar_rolls_back_cleanly(co
         if fill == "verify":
             bitmask.apply_with_drafts(logits, [matcher], [[close, IM_END]])
         else:
-            bitmask.apply_after_drafts(logits, [matcher], [[close, IM_END]])
+            bitmask.apply(logits, [matcher], [[close, IM_END]])
         matcher.accept(close)
         assert matcher.is_terminated
 
